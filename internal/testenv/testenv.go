@@ -1,0 +1,56 @@
+// Package testenv starts an in-process mock CloudShell for tests, benchmarks and the demo,
+// and hands out real clients that talk to it over HTTP.
+package testenv
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/csmutex/csmutex/cloudshell"
+	"github.com/csmutex/csmutex/mockapi"
+	"github.com/sethvargo/go-retry"
+)
+
+// Env is a running mock CloudShell with one reservation.
+type Env struct {
+	Server        *mockapi.Server
+	Host          string
+	Port          int
+	ReservationID string
+	tb            testing.TB
+}
+
+// New starts a mock on a free loopback port and creates a reservation. The mock is closed
+// when the test ends.
+func New(tb testing.TB, opts ...mockapi.Option) *Env {
+	tb.Helper()
+	s := mockapi.New(opts...)
+	if _, err := s.Start("127.0.0.1:0"); err != nil {
+		tb.Fatalf("start mock: %v", err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	host, port := s.Addr()
+	return &Env{Server: s, Host: host, Port: port, ReservationID: s.CreateReservation("test", "admin"), tb: tb}
+}
+
+// Config is a client configuration for the mock. The machine name identifies the client to
+// the mock's per-client faults and in its history.
+func (e *Env) Config(machine string) cloudshell.Config {
+	return cloudshell.Config{
+		Host: e.Host, Port: e.Port, Username: "admin", Password: "admin", Domain: "Global",
+		MachineName: machine, Timeout: 5 * time.Second,
+		// Reads retry quickly: tests must not sleep.
+		ReadRetry: func() retry.Backoff { return retry.WithMaxRetries(3, retry.NewConstant(time.Millisecond)) },
+	}
+}
+
+// Client returns a logged-on client.
+func (e *Env) Client(machine string) *cloudshell.Client {
+	e.tb.Helper()
+	c, err := cloudshell.Dial(context.Background(), e.Config(machine))
+	if err != nil {
+		e.tb.Fatalf("dial mock: %v", err)
+	}
+	return c
+}

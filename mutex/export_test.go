@@ -1,0 +1,21 @@
+package mutex
+
+import "time"
+
+// Abandon simulates a holder that crashed: renewals stop and nothing is released.
+func (l *Lock) Abandon() {
+	l.mu.Lock()
+	l.unlocked = true
+	l.mu.Unlock()
+	close(l.stop)
+	l.renewing.Wait()
+}
+
+// Record exposes the owner record format to tests that plant records by hand.
+func (o Owner) Record() string { return o.record() }
+
+var ParseOwner = parseOwner
+
+func HeartbeatKey(token string) string { return heartbeatKey(token) }
+
+func LossAfter(lease time.Duration) time.Duration { return lossAfter(lease) }

@@ -1,0 +1,250 @@
+package mutex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/csmutex/csmutex/cloudshell"
+)
+
+// Mutex is a lock on one CloudShell reservation, shared by every party that uses the same
+// lock name in it: Go drivers, the csmutex command and sidecar, and Python drivers that use
+// the public Reservation-Mutex-Lock snippet.
+//
+// The lock is a service with the lock's name as its alias: CloudShell refuses a second
+// service with the same alias, so adding it succeeds for exactly one party. Its
+// "Mutex Owner" attribute records who added it, written once, atomically with the add.
+// docs/PROTOCOL.md describes the whole protocol, leases included.
+//
+// A Mutex is safe for concurrent use; each Lock or TryLock is a separate acquisition with
+// its own owner token, so two goroutines never share ownership.
+type Mutex struct {
+	api   API
+	resID string
+	cfg   config
+	err   error
+}
+
+// New returns a Mutex for the reservation. Configuration errors are reported by Lock and
+// TryLock.
+func New(api API, reservationID string, opts ...Option) *Mutex {
+	m := &Mutex{api: api, resID: reservationID, cfg: defaultConfig()}
+	for _, o := range opts {
+		o(&m.cfg)
+	}
+	switch {
+	case api == nil:
+		m.err = errors.New("mutex: api must not be nil")
+	case reservationID == "":
+		m.err = errors.New("mutex: reservation id must not be empty")
+	default:
+		m.err = m.cfg.validate()
+	}
+	if m.err != nil {
+		m.err = &permanentError{m.err}
+	}
+	return m
+}
+
+// Name returns the lock name (the alias of the lock service).
+func (m *Mutex) Name() string { return m.cfg.name }
+
+// Lock acquires the lock, waiting while someone else holds it, until ctx is done or the
+// wait limit passes (a *TimeoutError naming the holder). It never returns without the lock
+// and without an error. Permanent failures return at once.
+func (m *Mutex) Lock(ctx context.Context) (*Lock, error) { return m.acquire(ctx, true) }
+
+// TryLock makes one attempt. If someone else holds the lock it returns a *LockedError
+// (errors.Is(err, ErrLocked)) naming the holder. It never breaks a stale lock: staleness
+// can only be judged by watching a holder over a lease.
+func (m *Mutex) TryLock(ctx context.Context) (*Lock, error) { return m.acquire(ctx, false) }
+
+// outcome is what one attempt learned.
+type outcome struct {
+	lock     *Lock
+	holder   Owner // who holds it, when we learned that
+	retryNow bool  // the lock was just freed (or broken): try again without waiting
+}
+
+func (m *Mutex) acquire(parent context.Context, wait bool) (*Lock, error) {
+	if m.err != nil {
+		return nil, m.err
+	}
+	start := m.cfg.clock.Now()
+	ctx, cancel := m.limit(parent)
+	defer cancel()
+
+	backoff := m.cfg.retry()
+	w := newWaiter(m)
+	var (
+		holder, announced Owner
+		last              error
+	)
+	for tries := 1; ; tries++ {
+		out, err := m.attempt(ctx, w, wait)
+		switch {
+		case out.lock != nil:
+			m.cfg.log.Info().Str("lock", m.cfg.name).Str("reservation", m.resID).Str("owner", out.lock.owner.String()).
+				Int("tries", tries).Dur("waited", m.cfg.clock.Now().Sub(start)).Msg("lock acquired")
+			return out.lock, nil
+		case err != nil && ctx.Err() == nil && !transient(err):
+			return nil, err
+		case err != nil:
+			last = err
+			m.cfg.log.Debug().Str("lock", m.cfg.name).Err(err).Msg("attempt failed; will retry")
+		}
+		if !out.holder.IsZero() {
+			holder = out.holder
+		}
+		if !wait {
+			if err != nil {
+				return nil, err
+			}
+			return nil, &LockedError{Name: m.cfg.name, Holder: holder}
+		}
+		if holder != announced && !holder.IsZero() {
+			announced = holder
+			m.cfg.log.Info().Str("lock", m.cfg.name).Str("reservation", m.resID).Str("holder", holder.String()).Msg("waiting for lock")
+		}
+		if out.retryNow {
+			continue
+		}
+		next, stop := backoff.Next()
+		if stop {
+			return nil, m.timeout(parent, start, tries, holder, last)
+		}
+		select {
+		case <-m.cfg.clock.After(next):
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			if parent.Err() != nil && !errors.Is(parent.Err(), context.DeadlineExceeded) {
+				return nil, fmt.Errorf("mutex: waiting for lock %q: %w", m.cfg.name, context.Cause(parent))
+			}
+			return nil, m.timeout(parent, start, tries, holder, last)
+		}
+	}
+}
+
+// limit applies the wait limit unless ctx already ends sooner.
+func (m *Mutex) limit(ctx context.Context) (context.Context, context.CancelFunc) {
+	if m.cfg.waitLimit <= 0 {
+		return context.WithCancel(ctx)
+	}
+	if d, ok := ctx.Deadline(); ok && time.Until(d) <= m.cfg.waitLimit {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, m.cfg.waitLimit)
+}
+
+func (m *Mutex) timeout(parent context.Context, start time.Time, tries int, holder Owner, last error) error {
+	return &TimeoutError{
+		Name: m.cfg.name, Holder: holder, Waited: m.cfg.clock.Now().Sub(start), Tries: tries, Last: last,
+		ctx: errors.Is(parent.Err(), context.DeadlineExceeded),
+	}
+}
+
+// attempt adds the lock service once and interprets the answer.
+func (m *Mutex) attempt(ctx context.Context, w *waiter, wait bool) (outcome, error) {
+	me := m.newOwner()
+	sent := m.cfg.clock.Now()
+	err := m.api.AddServiceToReservation(ctx, m.resID, m.cfg.model, m.cfg.name,
+		[]cloudshell.AttributeNameValue{{Name: OwnerAttribute, Value: me.record()}})
+	switch {
+	case err == nil:
+		return m.confirm(ctx, me, sent)
+	case cloudshell.IsAliasCollision(err):
+		return w.contended(ctx, wait)
+	case errors.Is(err, cloudshell.ErrAmbiguous), ctx.Err() != nil:
+		// The add may have been applied. Remember the token: if the lock shows up with it
+		// later, it is ours (nobody else ever writes our token).
+		w.pending[me.Token] = sent
+		return m.resolveAdd(ctx, w, me, err)
+	default:
+		return outcome{}, m.addFailure(err)
+	}
+}
+
+func (m *Mutex) newOwner() Owner {
+	name := m.cfg.ownerName
+	if name == "" {
+		name = fmt.Sprintf("%s:%d", m.cfg.host, m.cfg.pid)
+	}
+	return Owner{Name: name, Host: m.cfg.host, PID: m.cfg.pid, Token: newToken(), Lease: m.cfg.lease}
+}
+
+// confirm reads the lock back after a successful add. The add alone is the lock (CloudShell
+// refuses duplicate aliases), but the read catches a server that dropped the owner
+// attribute, and a legacy driver that removed our service in between (the public snippet
+// releases even locks it never acquired). disableCache matters: a cached view up to 5 s
+// old would show the previous holder.
+func (m *Mutex) confirm(ctx context.Context, me Owner, sent time.Time) (outcome, error) {
+	d, err := m.api.GetReservationDetails(ctx, m.resID, true)
+	if err != nil {
+		// The add succeeded, so the lock is ours; the lease loop will verify it again.
+		m.cfg.log.Debug().Err(err).Msg("could not read the lock back after acquiring it")
+		return outcome{lock: m.held(me, sent)}, nil
+	}
+	svc, ok := d.Service(m.cfg.name)
+	if !ok {
+		return outcome{retryNow: true}, nil
+	}
+	raw, hasAttr := svc.Attribute(OwnerAttribute)
+	if !hasAttr {
+		// Our add succeeded but the service has no owner attribute at all: this server
+		// ignores attributes its model does not define (the public package's latest model
+		// has none). Without the record no one can tell holders apart, so undo the add (it
+		// is ours: it succeeded) and say how to fix it. An attribute that is present but
+		// empty is different: that is a legacy driver's lock that replaced ours.
+		rctx, cancel := m.cleanupContext(ctx)
+		defer cancel()
+		if rerr := m.api.RemoveServicesFromReservation(rctx, m.resID, []string{m.cfg.name}); rerr != nil {
+			m.cfg.log.Error().Err(rerr).Msg("could not remove the lock service added without an owner record")
+		}
+		return outcome{}, &permanentError{fmt.Errorf("%w (import package/Mutex_Package.zip from csmutex: it adds the attribute and stays compatible with existing Reservation-Mutex-Lock drivers)", ErrOwnerAttributeMissing)}
+	}
+	holder := parseOwner(raw)
+	if holder.Token == me.Token {
+		return outcome{lock: m.held(me, sent)}, nil
+	}
+	return outcome{holder: holder}, nil
+}
+
+// resolveAdd settles an add whose outcome is unknown by reading the reservation, never by
+// resending it. If the caller gave up meanwhile and the add did land, the lock is removed
+// again so that nothing is left half-done.
+func (m *Mutex) resolveAdd(ctx context.Context, w *waiter, me Owner, cause error) (outcome, error) {
+	rctx, cancel := m.cleanupContext(ctx)
+	defer cancel()
+	d, err := m.api.GetReservationDetails(rctx, m.resID, true)
+	if err != nil {
+		return outcome{}, fmt.Errorf("mutex: add of lock %q had an unknown outcome (%w) and reading it back failed: %w", m.cfg.name, cause, err)
+	}
+	svc, ok := d.Service(m.cfg.name)
+	if !ok {
+		return outcome{}, cause
+	}
+	raw, _ := svc.Attribute(OwnerAttribute)
+	holder := parseOwner(raw)
+	if holder.Token != me.Token {
+		return outcome{holder: holder}, cause
+	}
+	sent := w.pending[me.Token]
+	delete(w.pending, me.Token)
+	if ctx.Err() != nil {
+		if rerr := m.api.RemoveServicesFromReservation(rctx, m.resID, []string{m.cfg.name}); rerr != nil {
+			m.cfg.log.Error().Err(rerr).Msg("gave up waiting, but could not remove the lock an interrupted add left behind; its lease will free it")
+		}
+		return outcome{}, ctx.Err()
+	}
+	m.cfg.log.Debug().Str("lock", m.cfg.name).Msg("unknown add outcome resolved: the lock is ours")
+	return outcome{lock: m.held(me, sent)}, nil
+}
+
+// cleanupContext outlives the caller's cancellation, bounded by the release timeout:
+// cleaning up after ourselves must not depend on the caller still waiting.
+func (m *Mutex) cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), m.cfg.releaseTimeout)
+}
