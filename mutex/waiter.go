@@ -81,6 +81,9 @@ func (w *waiter) stale(ctx context.Context, alias string, holder Owner) bool {
 	m := w.m
 	limit := holder.Lease
 	heartbeat := ""
+	now := m.cfg.clock.Now()
+	s, seen := w.seen[alias]
+	seen = seen && s.raw == holder.Raw
 	switch {
 	case holder.Legacy && m.cfg.legacyMaxAge <= 0:
 		return false // legacy holders send no heartbeat; breaking them is opt-in
@@ -88,6 +91,11 @@ func (w *waiter) stale(ctx context.Context, alias string, holder Owner) bool {
 		limit = m.cfg.legacyMaxAge
 	case holder.Lease <= 0:
 		return false // the holder asked never to expire
+	case seen && now.Sub(s.since) <= limit:
+		// Within a lease of the first sighting the heartbeat cannot prove anything yet, and
+		// since heartbeat values never repeat, reading it later tells whether it changed in
+		// between. Skipping the read keeps waiters to one heartbeat read per lease.
+		return false
 	default:
 		values, err := m.api.GetSandboxData(ctx, m.resID)
 		if err != nil {
@@ -99,9 +107,7 @@ func (w *waiter) stale(ctx context.Context, alias string, holder Owner) bool {
 			}
 		}
 	}
-	now := m.cfg.clock.Now()
-	s, ok := w.seen[alias]
-	if !ok || s.raw != holder.Raw || s.heartbeat != heartbeat {
+	if !seen || s.heartbeat != heartbeat {
 		w.seen[alias] = sighting{raw: holder.Raw, heartbeat: heartbeat, since: now}
 		return false
 	}

@@ -1,0 +1,227 @@
+// Command mockapi serves the in-memory CloudShell Automation API mock (package mockapi)
+// for demos, manual testing and tests of other languages.
+//
+//	go run ./cmd/mockapi -reservations 1 -fault 'AddServiceToReservation:latency=50ms,errorRate=0.1'
+//
+// It prints one "reservation <id>" line per pre-created reservation, then
+// "listening on http://HOST:PORT" once it accepts connections; request logs go to stderr.
+// SIGINT/SIGTERM shut it down gracefully.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/csmutex/csmutex/mockapi"
+	mutexpkg "github.com/csmutex/csmutex/package"
+)
+
+// exitUsage is EX_USAGE from sysexits.h.
+const exitUsage = 64
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+type repeated []string
+
+func (r *repeated) String() string     { return strings.Join(*r, " ") }
+func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }
+
+// run is main without process globals, so tests can drive it in-process: it serves until
+// ctx is cancelled and returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mockapi", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		listen       = fs.String("listen", "127.0.0.1:8029", "address to listen on")
+		username     = fs.String("user", "admin", "user name accepted by Logon")
+		password     = fs.String("password", "admin", "password of -user")
+		domain       = fs.String("domain", "Global", "domain of -user")
+		reservations = fs.Int("reservations", 0, "pre-create N reservations and print their ids")
+		legacy       = fs.Bool("legacy-model", false, "load the Mutex Service model without the \"Mutex Owner\" attribute")
+		cacheTTL     = fs.Duration("cache-ttl", 5*time.Second, "GetReservationDetails cache TTL (0 disables)")
+		seed         = fs.Int64("seed", 1, "seed of the fault RNG and reservation ids")
+		expireAfter  = fs.Int("expire-tokens-after", 0, "tokens answer 401 after N authenticated calls (0 = never)")
+		logFormat    = fs.String("log-format", "console", "request log format: console or json")
+		faults       repeated
+		resources    repeated
+	)
+	fs.Var(&faults, "fault", "fault `Method:key=value,...` (repeatable; Method may be *); keys: client, count, errorRate, errorCode, errorMessage, latency, latencyJitter, http500Rate, dropAfterCommitRate, failBeforeCommitRate")
+	fs.Var(&resources, "resource", "known resource `path=family/model` (repeatable)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: mockapi [flags]\n\nServes a mock CloudShell Automation API.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return exitUsage
+	}
+	usageErr := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "mockapi: "+format+"\n", a...)
+		fs.Usage()
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		return usageErr("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if *reservations < 0 || *expireAfter < 0 {
+		return usageErr("-reservations and -expire-tokens-after must not be negative")
+	}
+
+	var logger zerolog.Logger
+	switch *logFormat {
+	case "console":
+		logger = zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly, NoColor: !isTerminal(stderr)}).
+			With().Timestamp().Logger()
+	case "json":
+		logger = zerolog.New(stderr).With().Timestamp().Logger()
+	default:
+		return usageErr("-log-format must be console or json, got %q", *logFormat)
+	}
+
+	opts := []mockapi.Option{
+		mockapi.WithoutDefaultUser(),
+		mockapi.WithUser(*username, *password, *domain),
+		mockapi.WithCacheTTL(*cacheTTL),
+		mockapi.WithSeed(*seed),
+		mockapi.WithLogger(logger),
+	}
+	if *legacy {
+		opts = append(opts, mockapi.WithDataModel(mutexpkg.LegacyDataModel))
+	}
+	for _, r := range resources {
+		path, fm, ok := strings.Cut(r, "=")
+		family, model, ok2 := strings.Cut(fm, "/")
+		if !ok || !ok2 || path == "" || family == "" || model == "" {
+			return usageErr("-resource %q: want path=family/model", r)
+		}
+		opts = append(opts, mockapi.WithResource(path, family, model))
+	}
+	type methodFault struct {
+		method string
+		fault  mockapi.Fault
+	}
+	var parsed []methodFault
+	for _, spec := range faults {
+		m, f, err := parseFault(spec)
+		if err != nil {
+			return usageErr("-fault %q: %v", spec, err)
+		}
+		parsed = append(parsed, methodFault{m, f})
+	}
+
+	srv := mockapi.New(opts...)
+	if err := srv.Err(); err != nil {
+		fmt.Fprintf(stderr, "mockapi: %v\n", err)
+		return 1
+	}
+	for _, p := range parsed {
+		srv.Faults().Set(p.method, p.fault)
+	}
+	srv.Faults().ExpireTokensAfter(*expireAfter)
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "mockapi: %v\n", err)
+		return 1
+	}
+	for i := 1; i <= *reservations; i++ {
+		id := srv.CreateReservation(fmt.Sprintf("mock-reservation-%d", i), *username)
+		fmt.Fprintf(stdout, "reservation %s\n", id)
+	}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	fmt.Fprintf(stdout, "listening on http://%s\n", ln.Addr())
+
+	select {
+	case err := <-served:
+		fmt.Fprintf(stderr, "mockapi: %v\n", err)
+		return 1
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(shutdownCtx); err != nil {
+		// In-flight calls held by long injected latency: cut them off.
+		_ = hs.Close()
+	}
+	logger.Info().Msg("shut down")
+	return 0
+}
+
+// isTerminal: colour codes only help a human watching; in CI logs they are noise.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// parseFault reads "Method:key=value,key=value".
+func parseFault(spec string) (string, mockapi.Fault, error) {
+	var f mockapi.Fault
+	method, rest, ok := strings.Cut(spec, ":")
+	if !ok || method == "" {
+		return "", f, errors.New("want Method:key=value,...")
+	}
+	if rest == "" {
+		return "", f, errors.New("no fault settings")
+	}
+	for _, kv := range strings.Split(rest, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return "", f, fmt.Errorf("%q is not key=value", kv)
+		}
+		var err error
+		switch k {
+		case "client":
+			f.Client = v
+		case "count":
+			f.Count, err = strconv.Atoi(v)
+		case "errorRate":
+			f.ErrorRate, err = strconv.ParseFloat(v, 64)
+		case "errorCode":
+			f.ErrorCode, err = strconv.Atoi(v)
+		case "errorMessage":
+			f.ErrorMessage = v
+		case "latency":
+			f.Latency, err = time.ParseDuration(v)
+		case "latencyJitter":
+			f.LatencyJitter, err = time.ParseDuration(v)
+		case "http500Rate":
+			f.HTTP500Rate, err = strconv.ParseFloat(v, 64)
+		case "dropAfterCommitRate":
+			f.DropAfterCommitRate, err = strconv.ParseFloat(v, 64)
+		case "failBeforeCommitRate":
+			f.FailBeforeCommitRate, err = strconv.ParseFloat(v, 64)
+		default:
+			return "", f, fmt.Errorf("unknown key %q", k)
+		}
+		if err != nil {
+			return "", f, fmt.Errorf("%s: %v", k, err)
+		}
+	}
+	return method, f, f.Validate()
+}
