@@ -410,6 +410,8 @@ func (c *Client) post(ctx context.Context, cl *call) (*Node, error) {
 		SetContext(ctx).
 		SetHeader("Content-Type", "text/xml").
 		SetHeader("Accept", "*/*").
+		// urllib3 (the reference client) asks for identity; left alone, Go would ask for gzip.
+		SetHeader("Accept-Encoding", "identity").
 		// Verbatim: the reference sends these names in this case; Go would canonicalise
 		// them to Clienttimezoneid / Datetimeformat.
 		SetHeaderVerbatim("ClientTimeZoneId", c.cfg.TimeZone).

@@ -138,6 +138,7 @@ func TestGoldenHeaders(t *testing.T) {
 		want := map[string]string{
 			"Content-Type":     "text/xml",
 			"Accept":           "*/*",
+			"Accept-Encoding":  "identity",
 			"ClientTimeZoneId": "UTC",
 			"DateTimeFormat":   "MM/dd/yyyy HH:mm",
 			"Authorization":    wantAuth,
@@ -1004,6 +1005,7 @@ func TestWireBytes(t *testing.T) {
 		"\r\nHost: " + hp + "\r\n",
 		"\r\nContent-Type: text/xml\r\n",
 		"\r\nAccept: */*\r\n",
+		"\r\nAccept-Encoding: identity\r\n",
 		"\r\nClientTimeZoneId: UTC\r\n",
 		"\r\nDateTimeFormat: MM/dd/yyyy HH:mm\r\n",
 		"\r\nAuthorization: MachineName=build-agent-3:" + strconv.Itoa(port) + ";Token=" + testSessionToken + "\r\n",
@@ -1013,6 +1015,9 @@ func TestWireBytes(t *testing.T) {
 		if !strings.Contains(req, line) {
 			t.Errorf("request lacks %q:\n%s", line, req)
 		}
+	}
+	if strings.Contains(req, "gzip") {
+		t.Errorf("request asks for gzip; the reference client asks for identity:\n%s", req)
 	}
 	if strings.Contains(strings.ToLower(req), "user-agent") {
 		t.Errorf("request has a User-Agent:\n%s", req)
