@@ -1,6 +1,9 @@
 package mutex
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // Abandon simulates a holder that crashed: renewals stop and nothing is released.
 func (l *Lock) Abandon() {
@@ -19,3 +22,7 @@ var ParseOwner = parseOwner
 func HeartbeatKey(token string) string { return heartbeatKey(token) }
 
 func LossAfter(lease time.Duration) time.Duration { return lossAfter(lease) }
+
+// RenewNow runs one renewal as the lease loop would: tests use it to play a holder that
+// wakes up after it was broken.
+func (l *Lock) RenewNow(ctx context.Context) error { return l.renew(ctx) }

@@ -13,6 +13,7 @@ import (
 	"github.com/csmutex/csmutex/internal/testenv"
 	"github.com/csmutex/csmutex/mockapi"
 	"github.com/csmutex/csmutex/mutex"
+	"github.com/rs/zerolog"
 )
 
 // Property 1: a live holder's lock is never broken, whatever the clocks say. The holder and
@@ -258,5 +259,77 @@ func TestWaiterLoadPerRetry(t *testing.T) {
 	// The heartbeat is read at the first sighting, then only once a lease has passed.
 	if s := env.Server.Calls("GetSandboxData") - data; s != 1 || tries < 3 {
 		t.Errorf("%d heartbeat reads in %d tries within one lease, want 1", s, tries)
+	}
+}
+
+// Property 2: a holder's renewal never overwrites a newer holder's record. A holder that was
+// broken (it stopped renewing) wakes up and renews once more: it writes only its own
+// heartbeat key, learns of the loss, and the new holder's record and heartbeat are untouched.
+func TestZombieRenewalTouchesOnlyItsOwnRecord(t *testing.T) {
+	env := testenv.New(t)
+	ctx := ctxTimeout(t, 20*time.Second)
+	zombie, err := mutex.New(env.Client("zombie"), env.ReservationID, fast()...).Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zombie.Abandon()
+	next, err := mutex.New(env.Client("next"), env.ReservationID, fast()...).Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Unlock(ctx)
+	nextKey := mutex.HeartbeatKey(next.Owner().Token)
+	before, _ := env.Server.Snapshot(env.ReservationID)
+	for deadline := time.Now().Add(5 * time.Second); before.SandboxData[nextKey] == "" && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond) // until the new holder has heartbeated
+		before, _ = env.Server.Snapshot(env.ReservationID)
+	}
+
+	err = zombie.RenewNow(ctx)
+	if !errors.Is(err, mutex.ErrLost) {
+		t.Fatalf("zombie renewal = %v, want ErrLost", err)
+	}
+	after, _ := env.Server.Snapshot(env.ReservationID)
+	if svc, _ := lockService(t, env, "MUTEX"); !strings.Contains(svc.Attributes["Mutex Owner"], next.Owner().Token) {
+		t.Fatal("the new holder's record changed")
+	}
+	if before.SandboxData[nextKey] == "" || after.SandboxData[nextKey] != before.SandboxData[nextKey] {
+		t.Fatalf("new holder's heartbeat %q -> %q", before.SandboxData[nextKey], after.SandboxData[nextKey])
+	}
+	for _, m := range env.Server.History(env.ReservationID) {
+		if m.Method == "SetServiceAttributesValues" {
+			t.Fatalf("a lock record was rewritten: %+v", m)
+		}
+		if m.Method == "SetSandboxData" && m.Client == "zombie" &&
+			m.Detail != "set sandbox data "+mutex.HeartbeatKey(zombie.Owner().Token) {
+			t.Fatalf("the zombie wrote someone else's key: %s", m.Detail)
+		}
+	}
+}
+
+// The administrator's force-release logs who broke which owner.
+func TestForceReleaseLogsWhoBrokeWhom(t *testing.T) {
+	env := testenv.New(t)
+	ctx := ctxTimeout(t, 10*time.Second)
+	held, err := mutex.New(env.Client("a"), env.ReservationID, fast(mutex.WithOwner("deploy-7"))...).Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	holder, err := mutex.ForceRelease(ctx, env.Client("admin"), env.ReservationID,
+		mutex.WithOwner("ops-alice"), mutex.WithLogger(zerolog.New(&log)))
+	if err != nil || holder.Token != held.Owner().Token {
+		t.Fatalf("ForceRelease = %+v, %v", holder, err)
+	}
+	if out := log.String(); !strings.Contains(out, `"broken_by":"ops-alice"`) || !strings.Contains(out, "deploy-7") {
+		t.Fatalf("log %q does not say who broke which owner", out)
+	}
+	if _, err := mutex.ForceRelease(ctx, env.Client("admin"), env.ReservationID); !errors.Is(err, mutex.ErrNotHeld) {
+		t.Fatalf("ForceRelease of nothing = %v, want ErrNotHeld", err)
+	}
+	select {
+	case <-held.Done():
+	case <-time.After(lease + time.Second):
+		t.Fatal("the holder never learned its lock was force-released")
 	}
 }
