@@ -97,3 +97,53 @@ func BenchmarkContendedHandoff(b *testing.B) {
 	wg.Wait()
 	b.ReportMetric(float64(env.Server.Calls("")-before)/float64(per*drivers), "calls/acquisition")
 }
+
+// The load leases add. A holder holds for ten leases while a waiter polls: the metrics are the
+// holder's heartbeat writes per lease (bounded by 3: one per lease/3), its other calls per
+// lease (the ownership check after each heartbeat), and the waiter's calls per retry: the add
+// and the read naming the holder, plus heartbeat reads (one per lease, not one per retry).
+func BenchmarkLeaseLoad(b *testing.B) {
+	const leaseD, leases = 60 * time.Millisecond, 10
+	env := testenv.New(b)
+	holderC, waiterC := env.Client("holder"), env.Client("waiter")
+	var holderWrites, holderReads, waiterAdds, waiterDetails, waiterBeats int
+	counts := func(client, method string) int {
+		n := 0
+		for _, m := range env.Server.History(env.ReservationID) {
+			if m.Client == client && m.Method == method {
+				n++
+			}
+		}
+		return n
+	}
+	for i := 0; i < b.N; i++ {
+		ctx := context.Background()
+		l, err := mutex.New(holderC, env.ReservationID, mutex.WithLease(leaseD)).Lock(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		d0, s0, a0 := env.Server.Calls("GetReservationDetails"), env.Server.Calls("GetSandboxData"), env.Server.Calls("AddServiceToReservation")
+		w0 := counts("holder", "SetSandboxData")
+		wctx, cancel := context.WithTimeout(ctx, leases*leaseD)
+		_, err = mutex.New(waiterC, env.ReservationID, mutex.WithLease(leaseD),
+			mutex.WithRetry(mutex.Jitter(4*time.Millisecond, 6*time.Millisecond))).Lock(wctx)
+		cancel()
+		if err == nil {
+			b.Fatal("the waiter acquired a live holder's lock")
+		}
+		beats := counts("holder", "SetSandboxData") - w0
+		holderWrites += beats
+		holderReads += beats // one ownership check per heartbeat
+		adds := env.Server.Calls("AddServiceToReservation") - a0
+		waiterAdds += adds
+		waiterDetails += env.Server.Calls("GetReservationDetails") - d0 - beats
+		waiterBeats += env.Server.Calls("GetSandboxData") - s0
+		l.Unlock(ctx)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(holderWrites)/n/leases, "holder-writes/lease")
+	b.ReportMetric(float64(holderReads)/n/leases, "holder-reads/lease")
+	b.ReportMetric(float64(waiterDetails)/float64(waiterAdds), "waiter-details/retry")
+	b.ReportMetric(float64(waiterBeats)/float64(waiterAdds), "waiter-heartbeat-reads/retry")
+	b.ReportMetric(float64(waiterAdds)/n/leases, "waiter-retries/lease")
+}
