@@ -1,0 +1,388 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"time"
+
+	"github.com/csmutex/csmutex/mutex"
+	"github.com/rs/zerolog"
+)
+
+const runSynopsis = "csmutex run -r ID [flags] -- COMMAND [ARGS...]"
+
+// releaseTimeout bounds the release after the command exits. The mutex retries a failing
+// release within it; past it the lease (if any) frees the lock.
+const releaseTimeout = 30 * time.Second
+
+// minLease is the shortest lease accepted: the lock renews every lease/3, and a shorter
+// lease would turn renewal into a busy loop against the server. Production leases are
+// seconds to minutes; sub-second leases are for tests.
+const minLease = 100 * time.Millisecond
+
+// testJitterEnv names the testing-only knob that replaces the 2-5 s wait between lock
+// attempts: "MIN,MAX" as durations, e.g. "5ms,20ms".
+const testJitterEnv = "CSMUTEX_TEST_JITTER"
+
+// runOptions is a checked `csmutex run` command line.
+type runOptions struct {
+	conn        *connFlags
+	log         *logFlags
+	reservation string
+	name        string
+	owner       string
+	timeout     time.Duration
+	nonblock    bool
+	conflict    int
+	lease       time.Duration
+	killGrace   time.Duration
+	jitter      []mutex.Option
+	command     []string
+}
+
+func runHelp(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintf(w, `usage: %s
+
+Acquire the reservation's lock, run COMMAND while holding it, release it, and exit with
+COMMAND's exit code. The lock is a "Mutex Service" with the lock name as its alias: the
+same lock the public Reservation-Mutex-Lock snippet takes, so both exclude each other.
+
+COMMAND inherits stdin, stdout, stderr and the environment, plus CSMUTEX_LOCK_HELD=1,
+CSMUTEX_RESERVATION_ID, CSMUTEX_LOCK_NAME and CSMUTEX_OWNER. SIGINT, SIGTERM and SIGHUP are
+forwarded to it (on Windows, Ctrl-C reaches it through the console). While it runs the
+lock's lease is renewed; if the lock is lost anyway, COMMAND gets SIGTERM, then SIGKILL
+after --kill-grace (on Windows it is killed at once), and csmutex exits 70.
+
+`, runSynopsis)
+	printFlags(w, fs)
+	fmt.Fprint(w, exitCodesHelp)
+}
+
+// parseRun checks the command line completely, touching no network. It returns nil and
+// the exit code when the command must stop (help, or a usage error).
+func parseRun(args []string, stdout, stderr io.Writer) (*runOptions, int) {
+	fs := newFlagSet("run")
+	o := &runOptions{conn: addConnFlags(fs), log: addLogFlags(fs)}
+	res := addReservationFlag(fs)
+	fs.StringVar(&o.name, "name", mutex.DefaultName, "lock `NAME` (the alias of the lock service)")
+	fs.StringVar(&o.owner, "owner", "", "`LABEL` recorded as the lock's owner (default HOST:PID)")
+	for _, n := range []string{"w", "timeout"} {
+		fs.Var(newDurationValue(&o.timeout, mutex.DefaultWaitLimit), n,
+			"wait at most `DURATION` for the lock (e.g. 90s, 5m, or plain seconds: 30);\n0 means a single try, like -n")
+	}
+	for _, n := range []string{"n", "nonblock"} {
+		fs.BoolVar(&o.nonblock, n, false, "try once; if the lock is held, fail at once (exit 75 or -E)")
+	}
+	for _, n := range []string{"E", "conflict-exit-code"} {
+		fs.IntVar(&o.conflict, n, exitConflict, "exit `CODE` when the lock is not obtained")
+	}
+	fs.Var(newDurationValue(&o.lease, mutex.DefaultLease), "lease",
+		"`DURATION` after which waiters may break the lock if csmutex stops renewing it\n(killed, host down); 0 = never expires")
+	fs.Var(newDurationValue(&o.killGrace, 10*time.Second), "kill-grace",
+		"after a lost lock, wait `DURATION` between SIGTERM and SIGKILL")
+
+	help := func(w io.Writer) { runHelp(w, fs) }
+	if done, code := parseFlags(fs, args, stdout, stderr, help, runSynopsis); done {
+		return nil, code
+	}
+	fail := func(err error) (*runOptions, int) { return nil, usageFail(stderr, "run", err, runSynopsis) }
+
+	// The command follows "--". flag stops at "--" and consumes it, or at the first
+	// non-flag argument; tell the two apart by what precedes the remainder.
+	rest := fs.Args()
+	consumed := args[:len(args)-len(rest)]
+	sawDashDash := len(consumed) > 0 && consumed[len(consumed)-1] == "--"
+	switch {
+	case !sawDashDash && len(rest) > 0:
+		return fail(fmt.Errorf("missing \"--\" before the command %q", rest[0]))
+	case len(rest) == 0 || rest[0] == "":
+		return fail(errors.New("missing COMMAND after \"--\""))
+	}
+	o.command = rest
+
+	var err error
+	if o.reservation, err = res.get(); err != nil {
+		return fail(err)
+	}
+	switch {
+	case strings.TrimSpace(o.name) == "":
+		return fail(errors.New("--name must not be empty"))
+	case o.lease > 0 && o.lease < minLease:
+		return fail(fmt.Errorf("--lease must be 0 (never expires) or at least %s, not %s", minLease, o.lease))
+	case o.conflict < 0 || o.conflict > 255:
+		return fail(fmt.Errorf("-E/--conflict-exit-code must be between 0 and 255, not %d", o.conflict))
+	}
+	if o.jitter, err = testJitter(); err != nil {
+		return fail(err)
+	}
+	if err := o.log.validate(); err != nil {
+		return fail(err)
+	}
+	if err := o.conn.validate(); err != nil {
+		return fail(err)
+	}
+	return o, 0
+}
+
+// testJitter reads CSMUTEX_TEST_JITTER (testing only, see testJitterEnv).
+func testJitter() ([]mutex.Option, error) {
+	v := os.Getenv(testJitterEnv)
+	if v == "" {
+		return nil, nil
+	}
+	lo, hi, ok := strings.Cut(v, ",")
+	minD, err1 := time.ParseDuration(strings.TrimSpace(lo))
+	maxD, err2 := time.ParseDuration(strings.TrimSpace(hi))
+	if !ok || err1 != nil || err2 != nil || minD <= 0 || maxD < minD {
+		return nil, usageErrorf("$%s must be MIN,MAX durations such as 5ms,20ms", testJitterEnv)
+	}
+	return []mutex.Option{mutex.WithRetry(mutex.Jitter(minD, maxD))}, nil
+}
+
+func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	o, code := parseRun(args, stdout, stderr)
+	if o == nil {
+		return code
+	}
+	// The mutex adds lock and reservation to its own messages; ours carry them too.
+	base := o.log.logger(stderr)
+	log := base.With().Str("reservation", o.reservation).Str("lock", o.name).Logger()
+
+	// Signals are ours from here on: before the command starts they abandon the wait,
+	// afterwards they are forwarded to it.
+	sigc := make(chan os.Signal, 8)
+	signal.Notify(sigc, forwardSignals...)
+	defer signal.Stop(sigc)
+
+	lock, sig, code := acquire(ctx, o, base, log, sigc)
+	if lock == nil {
+		return code
+	}
+	if sig != nil {
+		release(lock, log)
+		log.Error().Str("signal", sig.String()).Msg("interrupted before the command started; lock released")
+		return exitSignalBase + signalNumber(sig)
+	}
+	return runLocked(ctx, o, log, lock, sigc, stdin, stdout, stderr)
+}
+
+// acquire logs on and takes the lock. A signal meanwhile abandons the attempt. It returns
+// the lock (and any signal that arrived as it was obtained), or nil and the exit code.
+func acquire(ctx context.Context, o *runOptions, base, log zerolog.Logger, sigc <-chan os.Signal) (*mutex.Lock, os.Signal, int) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	got := make(chan os.Signal, 1)
+	stop := make(chan struct{})
+	watching := make(chan struct{})
+	go func() {
+		defer close(watching)
+		select {
+		case s := <-sigc:
+			got <- s
+			cancel()
+		case <-stop:
+		}
+	}()
+	interrupted := func() os.Signal {
+		close(stop)
+		<-watching
+		select {
+		case s := <-got:
+			return s
+		default:
+			return nil
+		}
+	}
+
+	client, err := o.conn.dial(wctx, base)
+	if err != nil {
+		if s := interrupted(); s != nil {
+			log.Error().Str("signal", s.String()).Msg("interrupted while logging on")
+			return nil, nil, exitSignalBase + signalNumber(s)
+		}
+		log.Error().Err(err).Msg("cannot log on to CloudShell")
+		return nil, nil, exitCodeFor(err)
+	}
+
+	opts := []mutex.Option{
+		mutex.WithName(o.name), mutex.WithLease(o.lease), mutex.WithWaitLimit(o.timeout),
+		mutex.WithLogger(base),
+	}
+	if o.owner != "" {
+		opts = append(opts, mutex.WithOwner(o.owner))
+	}
+	opts = append(opts, o.jitter...)
+	m := mutex.New(client, o.reservation, opts...)
+
+	var lock *mutex.Lock
+	if o.nonblock || o.timeout == 0 {
+		lock, err = m.TryLock(wctx)
+	} else {
+		lock, err = m.Lock(wctx)
+	}
+	s := interrupted()
+	if err != nil {
+		if s != nil {
+			log.Error().Str("signal", s.String()).Msg("interrupted while waiting for the lock")
+			return nil, nil, exitSignalBase + signalNumber(s)
+		}
+		code := lockFailureCode(err, o.conflict)
+		var le *mutex.LockedError
+		var te *mutex.TimeoutError
+		switch {
+		case errors.As(err, &le):
+			log.Error().Msgf("lock not obtained: lock %q in reservation %s is held by %s (-n: not waiting)", o.name, o.reservation, le.Holder)
+		case errors.As(err, &te) && code == o.conflict:
+			log.Error().Msgf("lock not obtained: gave up after %s waiting for lock %q in reservation %s, held by %s",
+				te.Waited.Round(time.Millisecond), o.name, o.reservation, holderText(te.Holder))
+		case code == exitDataErr:
+			log.Error().Err(err).Msg("lock not obtained: bad reservation or CloudShell setup")
+		default:
+			log.Error().Err(err).Msg("lock not obtained")
+		}
+		return nil, nil, code
+	}
+	return lock, s, 0
+}
+
+func holderText(o mutex.Owner) string {
+	if o.IsZero() {
+		return "an unknown holder"
+	}
+	return o.String()
+}
+
+// release unlocks with a fresh, bounded context: it must run whatever happened to the
+// caller's. It returns the error, already logged.
+func release(lock *mutex.Lock, log zerolog.Logger) error {
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	defer cancel()
+	err := lock.Unlock(ctx)
+	switch {
+	case err == nil:
+		log.Debug().Msg("lock released")
+	case errors.Is(err, mutex.ErrLost):
+		// Reported by the caller as a lost lock.
+	default:
+		log.Error().Err(err).Msg("could not release the lock; its lease will free it")
+	}
+	return err
+}
+
+// runLocked runs the command while lock is held and releases the lock afterwards.
+func runLocked(ctx context.Context, o *runOptions, log zerolog.Logger, lock *mutex.Lock, sigc <-chan os.Signal,
+	stdin io.Reader, stdout, stderr io.Writer) int {
+	owner := lock.Owner()
+	cmd := exec.Command(o.command[0], o.command[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
+	cmd.Env = append(os.Environ(),
+		"CSMUTEX_LOCK_HELD=1",
+		"CSMUTEX_RESERVATION_ID="+o.reservation,
+		"CSMUTEX_LOCK_NAME="+o.name,
+		"CSMUTEX_OWNER="+owner.Name,
+	)
+	// An interactive command stays in our process group so that it keeps the terminal;
+	// otherwise it gets its own group, so that signals reach its whole process tree
+	// (a shell script's children too) and nothing it leaves behind outlives a lost lock.
+	group := !isTerminal(stdin)
+	cmd.SysProcAttr = sysProcAttr(group)
+	// If the command exits but a grandchild keeps our stdout/stderr pipes open (only when
+	// they are not files), stop waiting for them after this long.
+	cmd.WaitDelay = 2 * time.Second
+
+	if err := cmd.Start(); err != nil {
+		code := exitCannotExec
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+			code = exitNotFound
+		}
+		log.Error().Err(err).Msg("cannot run the command")
+		release(lock, log)
+		return code
+	}
+	log.Debug().Int("pid", cmd.Process.Pid).Str("owner", owner.String()).Msg("command started")
+
+	waitc := make(chan error, 1)
+	go func() { waitc <- cmd.Wait() }()
+
+	var (
+		lostErr error
+		grace   <-chan time.Time
+		lostc   = lock.Done()
+		ctxDone = ctx.Done()
+		waitErr error
+	)
+	terminate := func() {
+		if err := terminateChild(cmd.Process, group); err != nil {
+			log.Debug().Err(err).Msg("terminating the command")
+		}
+		if grace == nil {
+			grace = time.After(o.killGrace)
+		}
+	}
+wait:
+	for {
+		select {
+		case s := <-sigc:
+			log.Debug().Str("signal", s.String()).Msg("forwarding signal to the command")
+			if err := signalChild(cmd.Process, s, group); err != nil {
+				log.Debug().Err(err).Msg("forwarding signal")
+			}
+		case <-ctxDone:
+			ctxDone = nil
+			log.Warn().Msg("canceled; terminating the command")
+			terminate()
+		case <-lostc:
+			lostc = nil
+			lostErr = lock.Err()
+			log.Error().Err(lostErr).Dur("kill_grace", o.killGrace).
+				Msg("lock lost while the command ran; terminating the command: it is no longer protected")
+			terminate()
+		case <-grace:
+			grace = nil
+			log.Warn().Msg("the command is still running after --kill-grace; killing it")
+			if err := killChild(cmd.Process, group); err != nil {
+				log.Debug().Err(err).Msg("killing the command")
+			}
+		case waitErr = <-waitc:
+			break wait
+		}
+	}
+
+	code := exitStatus(cmd.ProcessState)
+	if code < 0 { // no process state: Wait failed oddly
+		log.Error().Err(waitErr).Msg("waiting for the command")
+		code = exitLockLost
+	}
+	if lostErr == nil {
+		select {
+		case <-lock.Done():
+			lostErr = lock.Err() // lost just as the command finished
+		default:
+		}
+	}
+	if lostErr == nil {
+		if err := release(lock, log); errors.Is(err, mutex.ErrLost) {
+			lostErr = err
+		}
+	} else {
+		_ = lock.Unlock(context.Background()) // stops renewals; removes nothing
+	}
+	if lostErr != nil {
+		if group {
+			_ = killChild(cmd.Process, group) // whatever the command left running in its group
+		}
+		log.Error().Int("command_exit_code", code).
+			Msgf("lock %q in reservation %s was lost while the command ran (%v); exiting %d", o.name, o.reservation, lostErr, exitLockLost)
+		return exitLockLost
+	}
+	log.Debug().Int("exit_code", code).Msg("command finished")
+	return code
+}

@@ -1,0 +1,560 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/csmutex/csmutex/cloudshell"
+	"github.com/csmutex/csmutex/mutex"
+)
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/acquire", s.handleAcquire)
+	mux.HandleFunc("POST /v1/keepalive", s.handleKeepalive)
+	mux.HandleFunc("POST /v1/release", s.handleRelease)
+	mux.HandleFunc("GET /v1/locks", s.handleLocks)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, "ok")
+	})
+	mux.Handle("GET /metrics", s.metrics.handler())
+	allowed := map[string]string{"/v1/acquire": "POST", "/v1/keepalive": "POST", "/v1/release": "POST",
+		"/v1/locks": "GET, HEAD", "/healthz": "GET, HEAD", "/metrics": "GET, HEAD"}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if methods, ok := allowed[r.URL.Path]; ok {
+			w.Header().Set("Allow", methods)
+			writeError(w, http.StatusMethodNotAllowed, errorBody{Error: r.Method + " is not allowed on " + r.URL.Path + " (use " + methods + ")", Kind: "bad_request"})
+			return
+		}
+		writeError(w, http.StatusNotFound, errorBody{Error: "no such endpoint: " + r.Method + " " + r.URL.Path, Kind: "not_found"})
+	})
+	return mux
+}
+
+// errorBody is every error response.
+type errorBody struct {
+	Error string `json:"error"`
+	// Kind: bad_request, not_found, timeout, locked, unauthorized, setup, permanent,
+	// unavailable, shutting_down, lost.
+	Kind string `json:"kind"`
+	// Holder names who holds the lock (409), when it could be read.
+	Holder string `json:"holder,omitempty"`
+	Waited string `json:"waited,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, e errorBody) { writeJSON(w, status, e) }
+
+func badRequest(w http.ResponseWriter, format string, args ...any) {
+	writeError(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf(format, args...), Kind: "bad_request"})
+}
+
+// readJSON decodes a whole, size-limited body strictly: unknown fields and trailing data
+// are errors, so a typo ("timout") is reported instead of silently ignored. Reading the body
+// to its end also lets the server notice at once when the client goes away.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return fmt.Errorf("request body larger than %d bytes", MaxBodyBytes)
+		}
+		return fmt.Errorf("reading the request body: %w", err)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return errors.New("empty request body: want a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("invalid JSON: %s", jsonErrorText(err))
+	}
+	if dec.More() {
+		return errors.New("invalid JSON: trailing data after the object")
+	}
+	return nil
+}
+
+// jsonErrorText describes a decoding error without echoing the request (which may
+// carry a password).
+func jsonErrorText(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("syntax error at byte %d", se.Offset)
+	case errors.As(err, &te):
+		if te.Field != "" {
+			return fmt.Sprintf("field %q must be a %s", te.Field, te.Type)
+		}
+		return "want a JSON object"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "truncated"
+	}
+	msg := err.Error()
+	if strings.HasPrefix(msg, "json: unknown field ") {
+		return "unknown field " + strings.TrimPrefix(msg, "json: unknown field ")
+	}
+	if strings.Contains(msg, "password") || strings.Contains(msg, "token") {
+		return "malformed value"
+	}
+	return strings.TrimPrefix(msg, "json: ")
+}
+
+// maxDurationSeconds keeps conversions far from overflow (about 116 days).
+const maxDurationSeconds = 1e7
+
+// parseDuration reads a Go duration string ("300s", "1m30s") or a number of seconds (300,
+// 0.5, "300"). set is false when the field is absent or null.
+func parseDuration(field string, raw json.RawMessage) (d time.Duration, set bool, err error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, false, nil
+	}
+	bad := fmt.Errorf(`%s must be a duration such as "30s" or a number of seconds`, field)
+	var secs float64
+	if json.Unmarshal(raw, &secs) != nil {
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return 0, false, bad
+		}
+		s = strings.TrimSpace(s)
+		v, perr := strconv.ParseFloat(s, 64)
+		if perr != nil {
+			d, derr := time.ParseDuration(s)
+			if derr != nil {
+				return 0, false, bad
+			}
+			return d, true, nil
+		}
+		secs = v
+	}
+	if math.IsNaN(secs) || math.IsInf(secs, 0) || math.Abs(secs) > maxDurationSeconds {
+		return 0, false, fmt.Errorf("%s is out of range", field)
+	}
+	return time.Duration(secs * float64(time.Second)), true, nil
+}
+
+// acquireRequest is the body of POST /v1/acquire.
+type acquireRequest struct {
+	ReservationID string          `json:"reservation_id"`
+	Name          string          `json:"name"`
+	Owner         string          `json:"owner"`
+	Timeout       json.RawMessage `json:"timeout"`
+	Mode          string          `json:"mode"`
+	TTL           json.RawMessage `json:"ttl"`
+	Lease         json.RawMessage `json:"lease"`
+	CloudShell    *cloudshellJSON `json:"cloudshell"`
+}
+
+const maxLabelLen = 256
+
+// acquireParams is a validated acquire request.
+type acquireParams struct {
+	resID, name, owner, mode string
+	timeout, ttl, lease      time.Duration
+	creds                    Credentials
+}
+
+func (s *Server) parseAcquire(w http.ResponseWriter, r *http.Request) (acquireParams, error) {
+	var req acquireRequest
+	if err := readJSON(w, r, &req); err != nil {
+		return acquireParams{}, err
+	}
+	p := acquireParams{resID: req.ReservationID, name: req.Name, owner: req.Owner, mode: req.Mode,
+		timeout: DefaultTimeout, ttl: s.defaultTTL, lease: s.lease}
+	switch {
+	case strings.TrimSpace(p.resID) == "":
+		return p, errors.New("reservation_id is required")
+	case len(p.resID) > maxLabelLen || strings.ContainsAny(p.resID, "\x00\r\n"):
+		return p, errors.New("reservation_id is malformed")
+	}
+	if p.name == "" {
+		p.name = mutex.DefaultName
+	}
+	switch {
+	case len(p.name) > maxLabelLen || strings.ContainsAny(p.name, "\x00\r\n"):
+		return p, errors.New("name is malformed")
+	case strings.Contains(p.name, ".break."):
+		return p, errors.New(`name must not contain ".break." (reserved for break locks)`)
+	}
+	if len(p.owner) > maxLabelLen || strings.ContainsAny(p.owner, "\x00\r\n") {
+		return p, errors.New("owner is malformed")
+	}
+	if p.owner == "" {
+		p.owner = "sidecar-client@" + r.RemoteAddr
+		if r.RemoteAddr == "" || r.RemoteAddr == "@" {
+			p.owner = "sidecar-client@unix"
+		}
+	}
+	switch p.mode {
+	case "":
+		p.mode = ModeStream
+	case ModeStream, ModeToken:
+	default:
+		return p, fmt.Errorf(`unknown mode %q: want "stream" or "token"`, p.mode)
+	}
+	timeout, set, err := parseDuration("timeout", req.Timeout)
+	switch {
+	case err != nil:
+		return p, err
+	case set && timeout < 0:
+		return p, errors.New("timeout must not be negative")
+	case set:
+		p.timeout = timeout
+	}
+	ttl, set, err := parseDuration("ttl", req.TTL)
+	switch {
+	case err != nil:
+		return p, err
+	case set && p.mode != ModeToken:
+		return p, errors.New(`ttl applies only to mode "token"`)
+	case set && ttl <= 0:
+		return p, errors.New("ttl must be positive")
+	case set:
+		p.ttl = ttl
+	}
+	lease, set, err := parseDuration("lease", req.Lease)
+	switch {
+	case err != nil:
+		return p, err
+	case set && lease < 0:
+		return p, errors.New("lease must not be negative (0 means the lock never expires)")
+	case set:
+		p.lease = lease
+	}
+	creds, err := resolveCredentials(s.defaults, req.CloudShell)
+	if err != nil {
+		return p, err
+	}
+	p.creds = creds
+	return p, nil
+}
+
+// acquired is the answer to a successful acquire: the body in token mode, the first line
+// in stream mode.
+type acquired struct {
+	Status        string     `json:"status"`
+	Token         string     `json:"token"`
+	Mode          string     `json:"mode"`
+	Owner         string     `json:"owner"`
+	Name          string     `json:"name"`
+	ReservationID string     `json:"reservation_id"`
+	Waited        string     `json:"waited"`
+	TTL           string     `json:"ttl,omitempty"`
+	TTLSeconds    float64    `json:"ttl_seconds,omitempty"`
+	ExpiresAt     *time.Time `json:"expires_at,omitempty"`
+}
+
+// streamLine is every later line of a stream-mode response.
+type streamLine struct {
+	Status  string `json:"status"` // held, lost, released
+	HeldFor string `json:"held_for,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+func (s *Server) handleAcquire(w http.ResponseWriter, r *http.Request) {
+	if s.base.Err() != nil {
+		writeError(w, http.StatusServiceUnavailable, errorBody{Error: "the sidecar is shutting down", Kind: "shutting_down"})
+		return
+	}
+	p, err := s.parseAcquire(w, r)
+	if err != nil {
+		badRequest(w, "%s", s.scrub(err.Error()))
+		return
+	}
+	secrets := append(p.creds.secrets(), s.defaults.secrets()...)
+	start := s.now()
+	realStart := time.Now()
+	// The acquisition ends when the client goes away or the sidecar shuts down.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stop := context.AfterFunc(s.base, cancel)
+	defer stop()
+
+	log := s.log.With().Str("reservation", p.resID).Str("lock", p.name).Str("owner", p.owner).Str("mode", p.mode).Logger()
+
+	lock, err := s.lock(ctx, p)
+	waited := time.Since(realStart)
+	s.metrics.wait.Observe(waited.Seconds())
+	if err != nil {
+		status, body, result := s.classify(err, r)
+		body.Error = redact(body.Error, secrets)
+		s.metrics.acquisitions.WithLabelValues(result).Inc()
+		if result == resultCanceled && r.Context().Err() != nil {
+			log.Info().Dur("waited", waited).Msg("client went away while waiting")
+			return
+		}
+		if result == resultTimeout {
+			body.Waited = waited.Round(time.Millisecond).String()
+		}
+		log.Info().Int("status", status).Str("kind", body.Kind).Str("error", body.Error).Msg("lock not obtained")
+		writeError(w, status, body)
+		return
+	}
+	s.metrics.acquisitions.WithLabelValues(resultAcquired).Inc()
+	h := &hold{token: newHoldToken(), resID: p.resID, name: p.name, owner: p.owner, mode: p.mode,
+		lock: lock, acquired: start, ttl: p.ttl, ended: make(chan struct{})}
+	if p.mode == ModeToken {
+		h.expires = s.now().Add(p.ttl)
+	}
+	if !s.reg.add(h) {
+		_ = s.finish(h, "lost", "the sidecar is shutting down")
+		writeError(w, http.StatusServiceUnavailable, errorBody{Error: "the sidecar is shutting down", Kind: "shutting_down"})
+		return
+	}
+	log.Info().Dur("waited", waited).Msg("lock acquired")
+	if r.Context().Err() != nil {
+		// The client left just as the lock came: nobody will ever use or release it.
+		s.release(h, "released", "the client went away")
+		return
+	}
+	resp := acquired{Status: "acquired", Token: h.token, Mode: h.mode, Owner: h.owner, Name: h.name,
+		ReservationID: h.resID, Waited: waited.Round(time.Millisecond).String()}
+	if p.mode == ModeToken {
+		exp := h.expires.UTC()
+		resp.TTL, resp.TTLSeconds, resp.ExpiresAt = p.ttl.String(), p.ttl.Seconds(), &exp
+		go s.watchToken(h)
+		writeJSON(w, http.StatusOK, resp)
+		return
+	}
+	s.stream(w, r, h, resp, secrets)
+}
+
+// lock makes the acquisition: one attempt for a zero timeout, else waits up to it.
+func (s *Server) lock(ctx context.Context, p acquireParams) (*mutex.Lock, error) {
+	api, err := s.clients.get(ctx, p.creds)
+	if err != nil {
+		return nil, &dialError{err}
+	}
+	opts := append([]mutex.Option{mutex.WithLogger(s.log)}, s.mutexOpts...)
+	opts = append(opts, mutex.WithName(p.name), mutex.WithOwner(p.owner), mutex.WithLease(p.lease),
+		mutex.WithWaitLimit(p.timeout))
+	m := mutex.New(api, p.resID, opts...)
+	done := s.reg.wait(&waiting{resID: p.resID, name: p.name, owner: p.owner, since: s.now()})
+	defer done()
+	if p.timeout == 0 {
+		return m.TryLock(ctx)
+	}
+	return m.Lock(ctx)
+}
+
+// dialError marks a failure to connect or log on to CloudShell.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return "connecting to CloudShell: " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// classify maps an acquisition failure to the response. The choices:
+//
+//	409 timeout/locked   not obtained in time; holder named when it could be read
+//	400 bad_request      CloudShell rejected an argument before anything was sent
+//	502 unauthorized     CloudShell refused the credentials
+//	502 setup            CloudShell lacks the Mutex Service model or its attribute
+//	502 permanent        any other permanent CloudShell failure (unknown or ended
+//	                     reservation, ...): retrying will not help
+//	503 unavailable      CloudShell unreachable or failing transiently (retry later)
+//	503 shutting_down    the sidecar is stopping
+//
+// 502 rather than 424: the sidecar is a gateway to CloudShell, and 502 is the status every
+// HTTP client and proxy understands as "the upstream said no".
+func (s *Server) classify(err error, r *http.Request) (int, errorBody, string) {
+	var le *mutex.LockedError
+	var te *mutex.TimeoutError
+	switch {
+	case errors.As(err, &le):
+		return http.StatusConflict, errorBody{Error: err.Error(), Kind: "locked", Holder: holderLabel(le.Holder)}, resultTimeout
+	case errors.As(err, &te) && te.Holder.IsZero() && te.Last != nil:
+		return http.StatusServiceUnavailable, errorBody{Error: err.Error(), Kind: "unavailable"}, resultError
+	case errors.As(err, &te):
+		return http.StatusConflict, errorBody{Error: err.Error(), Kind: "timeout", Holder: holderLabel(te.Holder)}, resultTimeout
+	case s.base.Err() != nil:
+		return http.StatusServiceUnavailable, errorBody{Error: "the sidecar is shutting down", Kind: "shutting_down"}, resultCanceled
+	case r.Context().Err() != nil || errors.Is(err, context.Canceled):
+		return 499, errorBody{Error: "canceled", Kind: "canceled"}, resultCanceled
+	case errors.Is(err, cloudshell.ErrInvalidArgument):
+		return http.StatusBadRequest, errorBody{Error: err.Error(), Kind: "bad_request"}, resultError
+	case errors.Is(err, cloudshell.ErrUnauthorized):
+		return http.StatusBadGateway, errorBody{Error: err.Error(), Kind: "unauthorized"}, resultError
+	case errors.Is(err, mutex.ErrSetup):
+		return http.StatusBadGateway, errorBody{Error: err.Error(), Kind: "setup"}, resultError
+	case mutex.IsPermanent(err):
+		return http.StatusBadGateway, errorBody{Error: err.Error(), Kind: "permanent"}, resultError
+	case cloudshell.IsTransient(err), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable, errorBody{Error: err.Error(), Kind: "unavailable"}, resultError
+	default:
+		var de *dialError
+		if errors.As(err, &de) {
+			// A logon refused for a reason other than 401 (e.g. an API error envelope).
+			return http.StatusBadGateway, errorBody{Error: err.Error(), Kind: "unauthorized"}, resultError
+		}
+		return http.StatusBadGateway, errorBody{Error: err.Error(), Kind: "permanent"}, resultError
+	}
+}
+
+func holderLabel(o mutex.Owner) string {
+	switch {
+	case o.IsZero():
+		return ""
+	case o.Legacy:
+		return o.String()
+	default:
+		return o.Name
+	}
+}
+
+// stream holds the lock for as long as the response stays open: the first line says it is
+// acquired, a heartbeat line follows every few seconds, and when the client closes the
+// connection the lock is released at once. A lost lock gets a final "lost" line.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, h *hold, first acquired, secrets []string) {
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Time{})
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	send := func(v any) error {
+		if err := enc.Encode(v); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	ended := func() {
+		<-h.ended
+		_ = send(streamLine{Status: h.endStatus, Error: h.endReason})
+	}
+	if err := send(first); err != nil {
+		s.release(h, "released", "the client went away")
+		return
+	}
+	t := time.NewTicker(s.heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			s.release(h, "released", "the client closed the connection")
+			return
+		case <-h.ended:
+			ended()
+			return
+		case <-h.lock.Done():
+			msg := "lock lost"
+			if err := h.lock.Err(); err != nil {
+				msg = redact(err.Error(), secrets)
+			}
+			if took, _ := s.release(h, "lost", msg); took {
+				_ = send(streamLine{Status: "lost", Error: msg})
+				return
+			}
+			ended()
+			return
+		case <-t.C:
+			if err := send(streamLine{Status: "held", HeldFor: s.now().Sub(h.acquired).Round(time.Second).String()}); err != nil {
+				s.release(h, "released", "writing to the client failed")
+				return
+			}
+		}
+	}
+}
+
+// tokenRequest is the body of keepalive and release.
+type tokenRequest struct {
+	Token string `json:"token"`
+}
+
+func (s *Server) readToken(w http.ResponseWriter, r *http.Request) (string, bool) {
+	var req tokenRequest
+	if err := readJSON(w, r, &req); err != nil {
+		badRequest(w, "%s", err.Error())
+		return "", false
+	}
+	if req.Token == "" {
+		badRequest(w, "token is required")
+		return "", false
+	}
+	return req.Token, true
+}
+
+// tokenGone answers for a token that is not held: 410 with the reason if the sidecar let
+// go of it by itself, else 404. Nothing is released either way.
+func (s *Server) tokenGone(w http.ResponseWriter, token string) {
+	if reason, ok := s.forget(token); ok {
+		writeError(w, http.StatusGone, errorBody{Error: reason, Kind: "lost"})
+		return
+	}
+	writeError(w, http.StatusNotFound, errorBody{Error: "unknown token: no lock is held with it (nothing was released)", Kind: "not_found"})
+}
+
+type keepaliveResponse struct {
+	Mode       string     `json:"mode"`
+	TTL        string     `json:"ttl,omitempty"`
+	TTLSeconds float64    `json:"ttl_seconds,omitempty"`
+	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
+}
+
+func (s *Server) handleKeepalive(w http.ResponseWriter, r *http.Request) {
+	token, ok := s.readToken(w, r)
+	if !ok {
+		return
+	}
+	h, exp, ok := s.reg.extend(token, s.now())
+	if !ok {
+		s.tokenGone(w, token)
+		return
+	}
+	resp := keepaliveResponse{Mode: h.mode}
+	if h.mode == ModeToken {
+		e := exp.UTC()
+		resp.TTL, resp.TTLSeconds, resp.ExpiresAt = h.ttl.String(), h.ttl.Seconds(), &e
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+type releaseResponse struct {
+	Released bool   `json:"released"`
+	HeldFor  string `json:"held_for"`
+}
+
+func (s *Server) handleRelease(w http.ResponseWriter, r *http.Request) {
+	token, ok := s.readToken(w, r)
+	if !ok {
+		return
+	}
+	h, ok := s.reg.get(token)
+	if !ok {
+		s.tokenGone(w, token)
+		return
+	}
+	heldFor := s.now().Sub(h.acquired)
+	took, err := s.release(h, "released", "released by POST /v1/release")
+	switch {
+	case !took:
+		s.tokenGone(w, token) // released concurrently
+	case errors.Is(err, mutex.ErrNotHeld):
+		writeError(w, http.StatusGone, errorBody{Error: s.scrub(err.Error()), Kind: "lost"})
+	case err != nil:
+		writeError(w, http.StatusBadGateway, errorBody{Error: s.scrub(err.Error()), Kind: "unavailable"})
+	default:
+		writeJSON(w, http.StatusOK, releaseResponse{Released: true, HeldFor: heldFor.Round(time.Millisecond).String()})
+	}
+}
+
+func (s *Server) handleLocks(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.reg.snapshot(s.now()))
+}

@@ -1,0 +1,95 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+
+	"github.com/csmutex/csmutex/cloudshell"
+	"github.com/csmutex/csmutex/mutex"
+)
+
+// instrumentedAPI is a mutex.API that counts every CloudShell call the mutex makes, and
+// classifies the failures, into the sidecar's metrics. It changes nothing else: errors
+// are returned as they are, so the mutex classifies them exactly as without it.
+type instrumentedAPI struct {
+	next mutex.API
+	m    *metrics
+}
+
+var _ mutex.API = (*instrumentedAPI)(nil)
+
+func (m *metrics) instrument(api mutex.API) mutex.API { return &instrumentedAPI{next: api, m: m} }
+
+// Error kinds of csmutex_cloudshell_errors_total.
+const (
+	kindCollision    = "collision"
+	kindAmbiguous    = "ambiguous"
+	kindTransient    = "transient"
+	kindPermanent    = "permanent"
+	kindUnauthorized = "unauthorized"
+)
+
+var errorKinds = []string{kindCollision, kindAmbiguous, kindTransient, kindPermanent, kindUnauthorized}
+
+// classifyCallError names the kind of a failed call, or "" for the end of the caller's own
+// context (a client that went away is not a CloudShell error).
+func classifyCallError(err error) string {
+	switch {
+	case cloudshell.IsAliasCollision(err):
+		return kindCollision
+	case errors.Is(err, cloudshell.ErrAmbiguous):
+		return kindAmbiguous // checked before transient: an ambiguous write is transient too
+	case errors.Is(err, cloudshell.ErrUnauthorized):
+		return kindUnauthorized
+	case cloudshell.IsTransient(err):
+		return kindTransient
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return ""
+	default:
+		return kindPermanent
+	}
+}
+
+func (a *instrumentedAPI) observe(method string, err error) {
+	if err == nil {
+		a.m.calls.WithLabelValues(method, "ok").Inc()
+		return
+	}
+	kind := classifyCallError(err)
+	if kind == "" {
+		a.m.calls.WithLabelValues(method, "canceled").Inc()
+		return
+	}
+	a.m.calls.WithLabelValues(method, "error").Inc()
+	a.m.errors.WithLabelValues(kind).Inc()
+}
+
+func (a *instrumentedAPI) AddServiceToReservation(ctx context.Context, reservationID, serviceName, alias string, attributes []cloudshell.AttributeNameValue) error {
+	err := a.next.AddServiceToReservation(ctx, reservationID, serviceName, alias, attributes)
+	a.observe("AddServiceToReservation", err)
+	return err
+}
+
+func (a *instrumentedAPI) RemoveServicesFromReservation(ctx context.Context, reservationID string, aliases []string) error {
+	err := a.next.RemoveServicesFromReservation(ctx, reservationID, aliases)
+	a.observe("RemoveServicesFromReservation", err)
+	return err
+}
+
+func (a *instrumentedAPI) GetReservationDetails(ctx context.Context, reservationID string, disableCache bool) (*cloudshell.ReservationDetails, error) {
+	d, err := a.next.GetReservationDetails(ctx, reservationID, disableCache)
+	a.observe("GetReservationDetails", err)
+	return d, err
+}
+
+func (a *instrumentedAPI) GetSandboxData(ctx context.Context, reservationID string) ([]cloudshell.SandboxDataKeyValue, error) {
+	v, err := a.next.GetSandboxData(ctx, reservationID)
+	a.observe("GetSandboxData", err)
+	return v, err
+}
+
+func (a *instrumentedAPI) SetSandboxData(ctx context.Context, reservationID string, values []cloudshell.SandboxDataKeyValue) error {
+	err := a.next.SetSandboxData(ctx, reservationID, values)
+	a.observe("SetSandboxData", err)
+	return err
+}
