@@ -165,4 +165,3 @@ func startMock(ctx context.Context, names ...string) (*mockapi.Server, string, e
 	}
 	return s, id, nil
 }
-
