@@ -79,20 +79,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 
 	drivers := []struct{ name, old, repl string }{{"driver-x", *xOld, *xNew}, {"driver-y", *yOld, *yNew}}
-	var wg sync.WaitGroup
-	errs := make([]error, len(drivers))
+	clients := make([]*cloudshell.Client, len(drivers))
 	for i, d := range drivers {
 		c, err := newClient(d.name)
 		if err != nil {
 			fmt.Fprintln(stderr, "driver:", err)
 			return 69
 		}
+		clients[i] = c
+	}
+	// Both drivers start at the same moment, as two jobs triggered together would.
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	errs := make([]error, len(drivers))
+	for i, d := range drivers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = drive(ctx, c, *resID, d.name, d.old, d.repl, *noLock, tl, opts)
+			<-start
+			errs[i] = drive(ctx, clients[i], *resID, d.name, d.old, d.repl, *noLock, tl, opts)
 		}()
 	}
+	close(start)
 	wg.Wait()
 
 	reader, err := newClient("driver-report")
