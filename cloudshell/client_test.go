@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/csmutex/csmutex/internal/syncbuf"
 	"github.com/jarcoal/httpmock"
 	"github.com/rs/zerolog"
 	"github.com/sethvargo/go-retry"
@@ -813,7 +814,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		sessionToken = "SESSION-tok-77c1+/="
 		newToken     = "SESSION-tok-88d2+/="
 	)
-	var logBuf syncBuffer
+	var logBuf syncbuf.Buffer
 	logger := zerolog.New(&logBuf).Level(zerolog.DebugLevel)
 
 	f := newFakeServer()
@@ -911,7 +912,7 @@ func TestConcurrentUseIsRaceFree(t *testing.T) {
 	f.reply("Logon", 200, logonEnvelope("tok"))
 	f.reply("GetSandboxData", 200, okEnvelope("GetSandboxData", `<ResponseInfo><SandboxDataKeyValues><SandboxDataKeyValue Key="k" Value="v"/></SandboxDataKeyValues></ResponseInfo>`))
 	f.reply("SetSandboxData", 200, emptyOK("SetSandboxData"))
-	var logBuf syncBuffer
+	var logBuf syncbuf.Buffer
 	logger := zerolog.New(&logBuf).Level(zerolog.DebugLevel)
 	c := newTestClient(t, f, func(cfg *Config) { cfg.Username, cfg.Password = "u", "p"; cfg.Logger = &logger })
 	if err := c.Connect(t.Context()); err != nil {
@@ -934,23 +935,6 @@ func TestConcurrentUseIsRaceFree(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestWireBytes checks the request as it leaves the real net/http stack: header names in

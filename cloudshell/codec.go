@@ -63,61 +63,48 @@ func encodeParam(b *strings.Builder, method string, p Param) error {
 	case float64:
 		writeRaw(b, p.Name, pythonFloat(v))
 	case []string:
-		if len(v) == 0 {
-			writeEmpty(b, p.Name)
-			return nil
-		}
-		openTag(b, p.Name)
-		for _, s := range v {
-			writeText(b, "string", s)
-		}
-		closeTag(b, p.Name)
+		writeList(b, p.Name, v, func(s string) { writeText(b, "string", s) })
 	case []AttributeNameValue:
-		if len(v) == 0 {
-			writeEmpty(b, p.Name)
-			return nil
-		}
-		openTag(b, p.Name)
-		for _, a := range v {
-			openTag(b, "AttributeNameValue")
-			writeText(b, "Name", a.Name)
-			writeText(b, "Value", a.Value)
-			closeTag(b, "AttributeNameValue")
-		}
-		closeTag(b, p.Name)
+		writeList(b, p.Name, v, func(a AttributeNameValue) {
+			writeObject(b, "AttributeNameValue", "Name", a.Name, "Value", a.Value)
+		})
 	case []SandboxDataKeyValue:
-		if len(v) == 0 {
-			writeEmpty(b, p.Name)
-			return nil
-		}
-		openTag(b, p.Name)
-		for _, kv := range v {
-			openTag(b, "SandboxDataKeyValue")
-			writeText(b, "Key", kv.Key)
-			writeText(b, "Value", kv.Value)
-			closeTag(b, "SandboxDataKeyValue")
-		}
-		closeTag(b, p.Name)
+		writeList(b, p.Name, v, func(kv SandboxDataKeyValue) {
+			writeObject(b, "SandboxDataKeyValue", "Key", kv.Key, "Value", kv.Value)
+		})
 	case []SetConnectorRequest:
-		if len(v) == 0 {
-			writeEmpty(b, p.Name)
-			return nil
-		}
-		openTag(b, p.Name)
-		for _, c := range v {
-			// Alphabetical, not declared, order: the reference client sorts object fields.
-			openTag(b, "SetConnectorRequest")
-			writeText(b, "Alias", c.Alias)
-			writeText(b, "Direction", c.Direction)
-			writeText(b, "SourceResourceFullName", c.SourceResourceFullName)
-			writeText(b, "TargetResourceFullName", c.TargetResourceFullName)
-			closeTag(b, "SetConnectorRequest")
-		}
-		closeTag(b, p.Name)
+		writeList(b, p.Name, v, func(c SetConnectorRequest) {
+			writeObject(b, "SetConnectorRequest", "Alias", c.Alias, "Direction", c.Direction,
+				"SourceResourceFullName", c.SourceResourceFullName, "TargetResourceFullName", c.TargetResourceFullName)
+		})
 	default:
 		return &ArgumentError{Method: method, Field: p.Name, Reason: fmt.Sprintf("has unsupported type %T", p.Value)}
 	}
 	return nil
+}
+
+// writeList writes a list parameter the .NET way: a wrapper named after the parameter around
+// one element per item; an empty list is an empty wrapper ("<attributes />").
+func writeList[T any](b *strings.Builder, name string, items []T, item func(T)) {
+	if len(items) == 0 {
+		writeEmpty(b, name)
+		return
+	}
+	openTag(b, name)
+	for _, it := range items {
+		item(it)
+	}
+	closeTag(b, name)
+}
+
+// writeObject writes a request object named after its class, with its fields as child
+// elements. Callers pass the fields in alphabetical order: the reference client sorts them.
+func writeObject(b *strings.Builder, class string, fieldValues ...string) {
+	openTag(b, class)
+	for i := 0; i+1 < len(fieldValues); i += 2 {
+		writeText(b, fieldValues[i], fieldValues[i+1])
+	}
+	closeTag(b, class)
 }
 
 func openTag(b *strings.Builder, name string) {

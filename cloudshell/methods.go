@@ -272,38 +272,25 @@ func (c *Client) SetSandboxData(ctx context.Context, reservationID string, value
 
 // AddResourcesToReservation adds resources by full path and reports conflicts.
 func (c *Client) AddResourcesToReservation(ctx context.Context, reservationID string, resourcesFullPath []string, shared bool) ([]Conflict, error) {
-	const method = "AddResourcesToReservation"
-	if reservationID == "" {
-		return nil, &ArgumentError{Method: method, Field: "reservationId", Reason: "is empty"}
-	}
-	if err := checkStrings(method, "resourcesFullPath", resourcesFullPath); err != nil {
-		return nil, err
-	}
-	n, err := c.invoke(ctx, method, kindWrite, nil,
-		Param{"reservationId", reservationID},
-		Param{"resourcesFullPath", resourcesFullPath},
-		Param{"shared", shared},
-	)
-	if err != nil {
-		return nil, err
-	}
-	return parseConflicts(n), nil
+	return c.resources(ctx, "AddResourcesToReservation", reservationID, resourcesFullPath, Param{"shared", shared})
 }
 
 // RemoveResourcesFromReservation removes resources by full path and reports conflicts.
 func (c *Client) RemoveResourcesFromReservation(ctx context.Context, reservationID string, resourcesFullPath []string, deleteDeployedApps bool) ([]Conflict, error) {
-	const method = "RemoveResourcesFromReservation"
+	return c.resources(ctx, "RemoveResourcesFromReservation", reservationID, resourcesFullPath, Param{"deleteDeployedApps", deleteDeployedApps})
+}
+
+// resources is the shape both resource calls share: a reservation, a list of full paths, one
+// boolean, and a conflict list back.
+func (c *Client) resources(ctx context.Context, method, reservationID string, paths []string, flag Param) ([]Conflict, error) {
 	if reservationID == "" {
 		return nil, &ArgumentError{Method: method, Field: "reservationId", Reason: "is empty"}
 	}
-	if err := checkStrings(method, "resourcesFullPath", resourcesFullPath); err != nil {
+	if err := checkStrings(method, "resourcesFullPath", paths); err != nil {
 		return nil, err
 	}
 	n, err := c.invoke(ctx, method, kindWrite, nil,
-		Param{"reservationId", reservationID},
-		Param{"resourcesFullPath", resourcesFullPath},
-		Param{"deleteDeployedApps", deleteDeployedApps},
-	)
+		Param{"reservationId", reservationID}, Param{"resourcesFullPath", paths}, flag)
 	if err != nil {
 		return nil, err
 	}

@@ -6,9 +6,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/csmutex/csmutex/internal/syncbuf"
 	"github.com/rs/zerolog"
 )
 
@@ -228,7 +228,7 @@ func TestStartAddrClose(t *testing.T) {
 }
 
 func TestRequestLogHasNoSecrets(t *testing.T) {
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	h := newHarness(t, WithLogger(zerolog.New(&buf)))
 	h.fail("Logon", logonBody("admin", "topsecret-pw", "Global"), "wrong")
 	h.ok("GetServerDateAndTime", "<GetServerDateAndTime />")
@@ -256,21 +256,4 @@ func TestHandlerWithRecorder(t *testing.T) {
 	if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/xml") {
 		t.Errorf("Content-Type %q", ct)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/csmutex/csmutex/cloudshell"
+	"github.com/csmutex/csmutex/internal/syncbuf"
 	"github.com/csmutex/csmutex/mockapi"
 )
 
@@ -137,7 +138,7 @@ func (m *mockProc) client(t *testing.T) *cloudshell.Client {
 // proc is a csmutex subprocess.
 type proc struct {
 	cmd            *exec.Cmd
-	stdout, stderr syncBuffer
+	stdout, stderr syncbuf.Buffer
 	done           chan struct{}
 	code           int
 }

@@ -18,13 +18,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/csmutex/csmutex/internal/syncbuf"
 	"github.com/csmutex/csmutex/mockapi"
 )
 
 // serveRun is `csmutex serve` running in-process.
 type serveRun struct {
 	addr           string
-	stdout, stderr *syncBuffer
+	stdout, stderr *syncbuf.Buffer
 	cancel         context.CancelFunc
 	done           chan int
 }
@@ -34,7 +35,7 @@ type serveRun struct {
 func startServe(t *testing.T, args ...string) *serveRun {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &serveRun{stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan int, 1)}
+	r := &serveRun{stdout: &syncbuf.Buffer{}, stderr: &syncbuf.Buffer{}, cancel: cancel, done: make(chan int, 1)}
 	go func() { r.done <- serveCmd(ctx, args, r.stdout, r.stderr) }()
 	t.Cleanup(func() { r.stop(t) })
 	deadline := time.Now().Add(10 * time.Second)

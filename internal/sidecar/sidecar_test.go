@@ -19,29 +19,12 @@ import (
 	"time"
 
 	"github.com/csmutex/csmutex/cloudshell"
+	"github.com/csmutex/csmutex/internal/syncbuf"
 	"github.com/csmutex/csmutex/mockapi"
 	"github.com/csmutex/csmutex/mutex"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 )
-
-// syncBuffer collects logs from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 const testPassword = "s3cret-Passw0rd"
 
@@ -52,7 +35,7 @@ type testEnv struct {
 	resID string
 	s     *Server
 	ts    *httptest.Server
-	logs  *syncBuffer
+	logs  *syncbuf.Buffer
 }
 
 // newEnv starts an in-process mock CloudShell (user "driver" with testPassword), a sidecar
@@ -67,7 +50,7 @@ func newEnv(t *testing.T, opts ...Option) *testEnv {
 		t.Fatal(err)
 	}
 	host, port := mock.Addr()
-	e := &testEnv{t: t, mock: mock, logs: &syncBuffer{},
+	e := &testEnv{t: t, mock: mock, logs: &syncbuf.Buffer{},
 		creds: Credentials{Host: host, Port: port, Scheme: "http", User: "driver", Password: testPassword, Domain: "Global"}}
 	e.resID = mock.CreateReservation("sidecar-test", "driver")
 	base := []Option{
