@@ -217,6 +217,11 @@ func (s *Server) release(h *hold, status, reason string) (bool, error) {
 
 // finish unlocks a hold already taken out of the registry and tells its stream, if any.
 func (s *Server) finish(h *hold, status, reason string) error {
+	// Remember why before releasing: once the lock is gone from CloudShell a client may ask
+	// at once, and it must hear "expired" or "lost", not an unknown token.
+	if h.mode == ModeToken && status == "lost" {
+		s.remember(h.token, reason)
+	}
 	err := h.lock.Unlock(context.Background())
 	held := s.now().Sub(h.acquired)
 	s.metrics.hold.Observe(held.Seconds())
@@ -226,9 +231,6 @@ func (s *Server) finish(h *hold, status, reason string) error {
 	}
 	ev.Str("reservation", h.resID).Str("lock", h.name).Str("owner", h.owner).Str("mode", h.mode).
 		Dur("held", held).Str("why", reason).Msg("lock released")
-	if h.mode == ModeToken && status == "lost" {
-		s.remember(h.token, reason)
-	}
 	h.endStatus, h.endReason = status, reason
 	close(h.ended)
 	return err
