@@ -577,12 +577,12 @@ func TestProcessStatusAndRelease(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("status: exit %d\n%s", code, stderr)
 		}
-		if strings.Contains(stdout, "held=") || time.Now().After(deadline) {
+		if strings.Contains(stdout, "renewing (heartbeat") || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	for _, want := range []string{"MUTEX", "csmutex", "status-holder", "900ms", "held="} {
+	for _, want := range []string{"MUTEX", "csmutex", "status-holder", "900ms", "renewing (heartbeat"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("status lacks %q:\n%s", want, stdout)
 		}
@@ -598,7 +598,7 @@ func TestProcessStatusAndRelease(t *testing.T) {
 	}
 	l := locks[0]
 	if l.Name != "MUTEX" || l.Kind != "csmutex" || l.Owner != "status-holder" || l.Lease != "900ms" ||
-		l.Token == "" || l.PID == 0 || l.Host == "" || l.Held == "" {
+		l.Token == "" || l.PID == 0 || l.Host == "" || l.Held == "" || !strings.HasPrefix(l.State, "renewing") {
 		t.Errorf("unexpected lock: %+v", l)
 	}
 	if code, stdout, _ = m.csm(t, "status", "--json", "--name", "OTHER"); code != 0 || strings.TrimSpace(stdout) != "[]" {

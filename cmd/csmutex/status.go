@@ -33,6 +33,11 @@ type lockStatus struct {
 	// Held is the held=<duration> part of the heartbeat: how long the holder has held the
 	// lock, by its own clock, when it last renewed.
 	Held string `json:"held,omitempty"`
+	// State says what can happen to the lock: "renewing (heartbeat N)", "no heartbeat yet"
+	// (holders first renew after lease/3), "never expires" (lease 0), or for a legacy lock
+	// "legacy: never broken automatically". One look cannot tell a live holder from a dead
+	// one: waiters decide that by watching the heartbeat for a whole lease.
+	State string `json:"state"`
 	// BreakOf is set on a break lock: the lock a waiter is breaking.
 	BreakOf string `json:"break_of,omitempty"`
 	// Raw is the "Mutex Owner" attribute verbatim.
@@ -55,6 +60,16 @@ func toStatus(s mutex.LockState) lockStatus {
 			st.Held = v
 		}
 	}
+	switch seq, _, _ := strings.Cut(s.Heartbeat, " "); {
+	case h.Legacy:
+		st.State = "legacy: never broken automatically"
+	case h.Lease == 0:
+		st.State = "never expires"
+	case s.Heartbeat == "":
+		st.State = "no heartbeat yet"
+	default:
+		st.State = "renewing (heartbeat " + seq + ")"
+	}
 	return st
 }
 
@@ -70,9 +85,10 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	help := func(w io.Writer) {
 		fmt.Fprintf(w, `usage: %s
 
-List every lock in the reservation: its name, owner label, host, pid, token, lease, and
-last heartbeat (which carries how long the holder has held it); whether a csmutex or a
-legacy (Python snippet) driver took it; and, for a break lock, which lock is being broken.
+List every lock in the reservation: its name, owner label, host, pid, token, how long it
+has been held (as the holder reported at its last heartbeat), its lease and lease state;
+whether a csmutex or a legacy (Python snippet) driver took it; and, for a break lock, which
+lock is being broken.
 Prints "no locks" (or [] with --json) when there are none; that is not an error.
 
 `, statusSynopsis)
@@ -131,9 +147,9 @@ Prints "no locks" (or [] with --json) when there are none; that is not an error.
 		return exitOK
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tKIND\tOWNER\tHOST\tPID\tTOKEN\tLEASE\tHEARTBEAT\tBREAK-OF")
+	fmt.Fprintln(tw, "NAME\tKIND\tOWNER\tHOST\tPID\tTOKEN\tHELD\tLEASE\tSTATE\tBREAK-OF")
 	for _, s := range out {
-		owner, host, pid, token, lease, beat := s.Owner, s.Host, "-", s.Token, s.Lease, s.Heartbeat
+		owner, pid, lease := s.Owner, "-", s.Lease
 		if s.PID != 0 {
 			pid = strconv.Itoa(s.PID)
 		}
@@ -141,13 +157,12 @@ Prints "no locks" (or [] with --json) when there are none; that is not an error.
 			owner = "(none recorded)"
 		}
 		if s.Kind == "csmutex" && s.LeaseSeconds == 0 {
-			lease = "never expires"
+			lease = "0s"
 		}
-		if beat == "" && s.Kind == "csmutex" {
-			beat = "none yet"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			cell(s.Name), s.Kind, cell(owner), cell(host), pid, cell(token), cell(lease), cell(beat), cell(s.BreakOf))
+		// HELD is the holder's own figure from its last heartbeat: "-" for holds younger
+		// than lease/3, which write none.
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			cell(s.Name), s.Kind, cell(owner), cell(s.Host), pid, cell(s.Token), cell(s.Held), cell(lease), cell(s.State), cell(s.BreakOf))
 	}
 	if err := tw.Flush(); err != nil {
 		return exitUnavailable
