@@ -2,6 +2,7 @@ package mockapi
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -209,13 +210,7 @@ func (s *Server) removeServicesFromReservation(c *call) (*result, *apiError) {
 		}
 		drop[a] = true
 	}
-	kept := r.services[:0:0]
-	for _, sv := range r.services {
-		if !drop[sv.alias] {
-			kept = append(kept, sv)
-		}
-	}
-	r.services = kept
+	r.services = slices.DeleteFunc(slices.Clone(r.services), func(sv *service) bool { return drop[sv.alias] })
 	s.recordLocked(c, id, "remove services "+strings.Join(aliases, ", "))
 	return nil, nil
 }
@@ -337,21 +332,11 @@ func (s *Server) removeResourcesFromReservation(c *call) (*result, *apiError) {
 		}
 		drop[p] = true
 	}
-	keptRes := r.resources[:0:0]
-	for _, rr := range r.resources {
-		if !drop[rr.path] {
-			keptRes = append(keptRes, rr)
-		}
-	}
-	r.resources = keptRes
+	r.resources = slices.DeleteFunc(slices.Clone(r.resources), func(rr *reservedResource) bool { return drop[rr.path] })
 	// A connector cannot outlive either of its resources.
-	keptConn := r.connectors[:0:0]
-	for _, cn := range r.connectors {
-		if !drop[rootResource(cn.source)] && !drop[rootResource(cn.target)] {
-			keptConn = append(keptConn, cn)
-		}
-	}
-	r.connectors = keptConn
+	r.connectors = slices.DeleteFunc(slices.Clone(r.connectors), func(cn *connector) bool {
+		return drop[rootResource(cn.source)] || drop[rootResource(cn.target)]
+	})
 	s.recordLocked(c, id, "remove resources "+strings.Join(paths, ", "))
 	return noConflicts(), nil
 }
@@ -426,16 +411,9 @@ func (s *Server) removeConnectorsFromReservation(c *call) (*result, *apiError) {
 	for _, e := range endpoints {
 		in[e] = true
 	}
-	kept := r.connectors[:0:0]
-	removed := 0
-	for _, cn := range r.connectors {
-		if in[cn.source] && in[cn.target] {
-			removed++
-			continue
-		}
-		kept = append(kept, cn)
-	}
-	r.connectors = kept
+	before := len(r.connectors)
+	r.connectors = slices.DeleteFunc(slices.Clone(r.connectors), func(cn *connector) bool { return in[cn.source] && in[cn.target] })
+	removed := before - len(r.connectors)
 	s.recordLocked(c, id, fmt.Sprintf("remove connectors between %s (%d removed)", strings.Join(endpoints, ", "), removed))
 	return nil, nil
 }
