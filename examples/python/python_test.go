@@ -3,10 +3,12 @@
 package python_test
 
 import (
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -21,6 +23,7 @@ func TestPythonHelper(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
+	trackSources(t)
 	// Build the binaries once here, so the Python tests do not each run go build.
 	bin := t.TempDir()
 	for _, name := range []string{"csmutex", "mockapi"} {
@@ -38,5 +41,28 @@ func TestPythonHelper(t *testing.T) {
 	t.Logf("python3 -m unittest:\n%s", out)
 	if err != nil {
 		t.Fatalf("Python tests failed: %v", err)
+	}
+}
+
+// trackSources reads every Go and Python source of the repository. go test caches a passing
+// result until a file the test opened changes; the Python tests and the binaries they run
+// depend on these files without the Go test opening them, so without this an edit to the
+// helper or to csmutex would replay a stale pass.
+func trackSources(t *testing.T) {
+	t.Helper()
+	err := filepath.WalkDir("../..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "__pycache__") {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && (strings.HasSuffix(path, ".go") || strings.HasSuffix(path, ".py")) {
+			_, err = os.ReadFile(path)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
