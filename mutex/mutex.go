@@ -61,6 +61,12 @@ func (m *Mutex) Lock(ctx context.Context) (*Lock, error) { return m.acquire(ctx,
 // can only be judged by watching a holder over a lease.
 func (m *Mutex) TryLock(ctx context.Context) (*Lock, error) { return m.acquire(ctx, false) }
 
+// maxImmediateRetries bounds back-to-back attempts without waiting. Retrying at once when the
+// lock was just freed wins races against polling waiters, but a lock that keeps vanishing and
+// reappearing (a legacy driver adding and removing in a loop) must not turn a waiter into a
+// busy loop against the shared server.
+const maxImmediateRetries = 2
+
 // outcome is what one attempt learned.
 type outcome struct {
 	lock     *Lock
@@ -81,6 +87,7 @@ func (m *Mutex) acquire(parent context.Context, wait bool) (*Lock, error) {
 	var (
 		holder, announced Owner
 		last              error
+		immediate         int
 	)
 	for tries := 1; ; tries++ {
 		out, err := m.attempt(ctx, w, wait)
@@ -108,9 +115,11 @@ func (m *Mutex) acquire(parent context.Context, wait bool) (*Lock, error) {
 			announced = holder
 			m.cfg.log.Info().Str("lock", m.cfg.name).Str("reservation", m.resID).Str("holder", holder.String()).Msg("waiting for lock")
 		}
-		if out.retryNow {
+		if out.retryNow && immediate < maxImmediateRetries {
+			immediate++
 			continue
 		}
+		immediate = 0
 		next, stop := backoff.Next()
 		if stop {
 			return nil, m.timeout(parent, start, tries, holder, last)

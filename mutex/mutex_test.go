@@ -423,3 +423,33 @@ func TestWithReleasesOnEveryPath(t *testing.T) {
 		released(t)
 	})
 }
+
+// flappingAPI makes the lock look freed on every read: the add collides, the read finds
+// nothing. A waiter must still pace itself instead of spinning against the server.
+type flappingAPI struct {
+	mutex.API
+	adds atomic.Int32
+}
+
+func (f *flappingAPI) AddServiceToReservation(context.Context, string, string, string, []cloudshell.AttributeNameValue) error {
+	f.adds.Add(1)
+	return &cloudshell.APIError{Method: "AddServiceToReservation", Code: 100, Message: "Service with given alias already exists"}
+}
+
+func (f *flappingAPI) GetReservationDetails(context.Context, string, bool) (*cloudshell.ReservationDetails, error) {
+	return &cloudshell.ReservationDetails{}, nil
+}
+
+func TestVanishingLockDoesNotBusyLoop(t *testing.T) {
+	api := &flappingAPI{}
+	const wait = 200 * time.Millisecond
+	_, err := mutex.New(api, "res", mutex.WithRetry(mutex.Jitter(20*time.Millisecond, 20*time.Millisecond))).
+		Lock(ctxTimeout(t, wait))
+	if !errors.Is(err, mutex.ErrTimeout) {
+		t.Fatalf("Lock = %v", err)
+	}
+	// One backoff of 20ms per three attempts: about 30 in 200ms; a busy loop makes thousands.
+	if n := api.adds.Load(); n > 60 {
+		t.Fatalf("%d adds in %s: the waiter is spinning", n, wait)
+	}
+}
