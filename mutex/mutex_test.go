@@ -443,10 +443,19 @@ func (f *flappingAPI) GetReservationDetails(context.Context, string, bool) (*clo
 func TestVanishingLockDoesNotBusyLoop(t *testing.T) {
 	api := &flappingAPI{}
 	const wait = 200 * time.Millisecond
-	_, err := mutex.New(api, "res", mutex.WithRetry(mutex.Jitter(20*time.Millisecond, 20*time.Millisecond))).
-		Lock(ctxTimeout(t, wait))
-	if !errors.Is(err, mutex.ErrTimeout) {
-		t.Fatalf("Lock = %v", err)
+	done := make(chan error, 1)
+	go func() {
+		_, err := mutex.New(api, "res", mutex.WithRetry(mutex.Jitter(20*time.Millisecond, 20*time.Millisecond))).
+			Lock(ctxTimeout(t, wait))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, mutex.ErrTimeout) {
+			t.Fatalf("Lock = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("Lock ignored its %s deadline: spinning (%d adds so far)", wait, api.adds.Load())
 	}
 	// One backoff of 20ms per three attempts: about 30 in 200ms; a busy loop makes thousands.
 	if n := api.adds.Load(); n > 60 {
