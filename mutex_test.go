@@ -48,6 +48,26 @@ func increment(ctx context.Context, c *cloudshell.Client, resID string) error {
 	return c.SetSandboxData(ctx, resID, []cloudshell.SandboxDataKeyValue{{Key: "counter", Value: strconv.Itoa(n + 1)}})
 }
 
+// lockedIncrement is a driver step: one increment under mutex.With.
+func lockedIncrement(env *testenv.Env) func(ctx context.Context, c *cloudshell.Client, _ int) error {
+	return func(ctx context.Context, c *cloudshell.Client, _ int) error {
+		return mutex.With(ctx, c, env.ReservationID, func(ctx context.Context) error {
+			return increment(ctx, c, env.ReservationID)
+		}, fast()...)
+	}
+}
+
+// wantCleanCount checks that no update was lost and no lock service was left behind.
+func wantCleanCount(t *testing.T, env *testenv.Env, want int) {
+	t.Helper()
+	if got := counter(t, env, env.ReservationID); got != want {
+		t.Fatalf("counter = %d, want %d", got, want)
+	}
+	if snap, _ := env.Server.Snapshot(env.ReservationID); len(snap.Services) != 0 {
+		t.Fatalf("services left behind: %+v", snap.Services)
+	}
+}
+
 func counter(t *testing.T, env *testenv.Env, resID string) int {
 	t.Helper()
 	snap, err := env.Server.Snapshot(resID)
@@ -85,17 +105,8 @@ func runDrivers(t *testing.T, env *testenv.Env, drivers, rounds int, step func(c
 func TestNoLostUpdates(t *testing.T) {
 	const drivers, rounds = 16, 50
 	env := testenv.New(t)
-	runDrivers(t, env, drivers, rounds, func(ctx context.Context, c *cloudshell.Client, _ int) error {
-		return mutex.With(ctx, c, env.ReservationID, func(ctx context.Context) error {
-			return increment(ctx, c, env.ReservationID)
-		}, fast()...)
-	})
-	if got := counter(t, env, env.ReservationID); got != drivers*rounds {
-		t.Fatalf("counter = %d, want %d", got, drivers*rounds)
-	}
-	if snap, _ := env.Server.Snapshot(env.ReservationID); len(snap.Services) != 0 {
-		t.Fatalf("services left behind: %+v", snap.Services)
-	}
+	runDrivers(t, env, drivers, rounds, lockedIncrement(env))
+	wantCleanCount(t, env, drivers*rounds)
 }
 
 // The control: the same workload without the mutex loses updates.
@@ -206,9 +217,7 @@ func TestLegacySnippetInterop(t *testing.T) {
 		if d%2 == 0 {
 			return legacySnippet(ctx, c, env.ReservationID, func() error { return increment(ctx, c, env.ReservationID) })
 		}
-		return mutex.With(ctx, c, env.ReservationID, func(ctx context.Context) error {
-			return increment(ctx, c, env.ReservationID)
-		}, fast()...)
+		return lockedIncrement(env)(ctx, c, d)
 	})
 	if got := counter(t, env, env.ReservationID); got != drivers*rounds {
 		t.Fatalf("counter = %d, want %d", got, drivers*rounds)
@@ -221,15 +230,6 @@ func TestAmbiguousAddsUnderContention(t *testing.T) {
 	const drivers, rounds = 8, 25
 	env := testenv.New(t, mockapi.WithSeed(3))
 	env.Server.Faults().Set("AddServiceToReservation", mockapi.Fault{DropAfterCommitRate: 0.2})
-	runDrivers(t, env, drivers, rounds, func(ctx context.Context, c *cloudshell.Client, _ int) error {
-		return mutex.With(ctx, c, env.ReservationID, func(ctx context.Context) error {
-			return increment(ctx, c, env.ReservationID)
-		}, fast()...)
-	})
-	if got := counter(t, env, env.ReservationID); got != drivers*rounds {
-		t.Fatalf("counter = %d, want %d", got, drivers*rounds)
-	}
-	if snap, _ := env.Server.Snapshot(env.ReservationID); len(snap.Services) != 0 {
-		t.Fatalf("services left behind: %+v", snap.Services)
-	}
+	runDrivers(t, env, drivers, rounds, lockedIncrement(env))
+	wantCleanCount(t, env, drivers*rounds)
 }

@@ -43,23 +43,34 @@ func transient(err error) bool {
 // addFailure turns an AddServiceToReservation failure that is neither a collision nor
 // ambiguous into the error the caller sees, with advice where the cause is clear.
 func (m *Mutex) addFailure(err error) error {
-	if transient(err) {
-		return err
-	}
 	var ae *cloudshell.APIError
 	if errors.As(err, &ae) {
 		msg := strings.ToLower(ae.Message)
 		switch {
 		case strings.Contains(msg, strings.ToLower(OwnerAttribute)):
-			return &permanentError{fmt.Errorf("%w (import package/Mutex_Package.zip from csmutex: it adds the attribute and stays compatible with existing Reservation-Mutex-Lock drivers): %w", ErrOwnerAttributeMissing, err)}
+			return ownerAttributeMissing(err)
 		case strings.Contains(msg, strings.ToLower(m.cfg.model)):
-			return &permanentError{fmt.Errorf("%w: service model %q is not usable on this CloudShell (import package/Mutex_Package.zip from csmutex): %w", ErrSetup, m.cfg.model, err)}
+			return &permanentError{fmt.Errorf("%w: service model %q is not usable on this CloudShell (%s): %w", ErrSetup, m.cfg.model, importAdvice, err)}
 		}
 	}
-	return &permanentError{fmt.Errorf("mutex: lock %q in reservation %s: %w", m.cfg.name, m.resID, err)}
+	return m.readFailure(err)
 }
 
-// readFailure classifies a failed read the same way.
+// importAdvice is the fix for every setup problem: our package defines the model with the
+// attribute and keeps the public package's names.
+const importAdvice = "import package/Mutex_Package.zip from csmutex: it adds the attribute and stays compatible with existing Reservation-Mutex-Lock drivers"
+
+// ownerAttributeMissing is the permanent error for a model without "Mutex Owner", whether the
+// server said so (cause) or silently dropped the attribute (cause nil).
+func ownerAttributeMissing(cause error) error {
+	if cause == nil {
+		return &permanentError{fmt.Errorf("%w (%s)", ErrOwnerAttributeMissing, importAdvice)}
+	}
+	return &permanentError{fmt.Errorf("%w (%s): %w", ErrOwnerAttributeMissing, importAdvice, cause)}
+}
+
+// readFailure classifies any other failed call: transient errors pass through to be retried,
+// the rest are permanent.
 func (m *Mutex) readFailure(err error) error {
 	if transient(err) {
 		return err

@@ -212,7 +212,7 @@ func (m *Mutex) confirm(ctx context.Context, me Owner, sent time.Time) (outcome,
 		if rerr := m.api.RemoveServicesFromReservation(rctx, m.resID, []string{m.cfg.name}); rerr != nil {
 			m.cfg.log.Error().Err(rerr).Msg("could not remove the lock service added without an owner record")
 		}
-		return outcome{}, &permanentError{fmt.Errorf("%w (import package/Mutex_Package.zip from csmutex: it adds the attribute and stays compatible with existing Reservation-Mutex-Lock drivers)", ErrOwnerAttributeMissing)}
+		return outcome{}, ownerAttributeMissing(nil)
 	}
 	holder := parseOwner(raw)
 	if holder.Token == me.Token {
