@@ -473,17 +473,8 @@ func (c *Client) transportFailure(ctx context.Context, cl *call, write bool, err
 		// Unwrapped because its text only repeats the POST URL, i.e. the method name.
 		cause = ue.Err
 	}
-	te := &transportError{
-		method:    cl.method,
-		cause:     cause,
-		ambiguous: write && mayHaveBeenSent(cause),
-		canceled:  ctx.Err() != nil,
-	}
-	msg := "cloudshell: " + cl.method + ": transport: " + cause.Error()
-	if te.ambiguous {
-		msg += " (request may have reached the server; outcome unknown)"
-	}
-	te.msg = c.redact(msg, cl.secrets)
+	te := NewTransportError(ctx, cl.method, write, cause).(*transportError)
+	te.msg = c.redact(te.msg, cl.secrets)
 	return te
 }
 

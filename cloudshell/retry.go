@@ -184,3 +184,23 @@ func (e *joinedError) Error() string {
 // Unwrap exposes only the context error: the last attempt's error would make the whole
 // look transient although the caller gave up.
 func (e *joinedError) Unwrap() error { return e.primary }
+
+// NewTransportError is the error Client returns when a call got no HTTP answer, for
+// implementations of the API other than Client (simulators, test doubles) that must fail
+// the way Client does. cause is the transport's error (a *net.OpError, a timeout, ctx's
+// error); write marks a call that must not be resent; the result wraps ErrAmbiguous when
+// the request may have reached the server, and IsTransient is false only when ctx itself
+// has ended.
+func NewTransportError(ctx context.Context, method string, write bool, cause error) error {
+	te := &transportError{
+		method:    method,
+		cause:     cause,
+		ambiguous: write && mayHaveBeenSent(cause),
+		canceled:  ctx.Err() != nil,
+	}
+	te.msg = "cloudshell: " + method + ": transport: " + cause.Error()
+	if te.ambiguous {
+		te.msg += " (request may have reached the server; outcome unknown)"
+	}
+	return te
+}

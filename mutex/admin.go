@@ -28,7 +28,7 @@ func Inspect(ctx context.Context, api API, reservationID string, opts ...Option)
 	}
 	d, err := api.GetReservationDetails(ctx, reservationID, true)
 	if err != nil {
-		return nil, m.readFailure(err)
+		return nil, m.callFailure(ctx, err)
 	}
 	var states []LockState
 	for _, svc := range d.Services {
@@ -47,7 +47,7 @@ func Inspect(ctx context.Context, api API, reservationID string, opts ...Option)
 	}
 	values, err := api.GetSandboxData(ctx, reservationID)
 	if err != nil {
-		return states, m.readFailure(err) // the locks are known; heartbeats are not
+		return states, m.callFailure(ctx, err) // the locks are known; heartbeats are not
 	}
 	beats := map[string]string{}
 	for _, kv := range values {

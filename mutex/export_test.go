@@ -2,7 +2,6 @@ package mutex
 
 import (
 	"context"
-	"time"
 )
 
 // Abandon simulates a holder that crashed: renewals stop and nothing is released.
@@ -20,8 +19,6 @@ func (o Owner) Record() string { return o.record() }
 var ParseOwner = parseOwner
 
 func HeartbeatKey(token string) string { return heartbeatKey(token) }
-
-func LossAfter(lease time.Duration) time.Duration { return lossAfter(lease) }
 
 // RenewNow runs one renewal as the lease loop would: tests use it to play a holder that
 // wakes up after it was broken.

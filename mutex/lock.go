@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/csmutex/csmutex/cloudshell"
-	"github.com/sethvargo/go-retry"
 )
 
 // Lock is a held lock. While held, it renews its lease in the background. Done is closed
@@ -69,6 +68,12 @@ func (l *Lock) finish(err error) {
 }
 
 func (l *Lock) lose(err error) {
+	l.mu.Lock()
+	unlocking := l.unlocked
+	l.mu.Unlock()
+	if unlocking {
+		return // Unlock decides how the lock ended
+	}
 	l.m.cfg.log.Error().Str("lock", l.m.cfg.name).Str("reservation", l.m.resID).Str("owner", l.owner.String()).
 		Err(err).Msg("lock lost")
 	l.finish(err)
@@ -76,30 +81,39 @@ func (l *Lock) lose(err error) {
 
 // keepAlive renews the lease about every lease/3, and declares the lock lost when no renewal
 // has been confirmed for lossAfter(lease): from then on waiters timing the full lease may
-// break it, so the holder must stop first.
+// break it, so the holder must stop first. A lock handed over with less than half its lease
+// left (its add was answered late, or settled by reading) renews at once.
 func (l *Lock) keepAlive() {
 	defer l.renewing.Done()
 	m := l.m
 	interval := l.owner.Lease / 3
 	retryEvery := interval / 4 // after a failed renewal, try again sooner: the deadline is near
 	wait := interval
+	if l.lossPoint().Sub(m.cfg.clock.Now()) < l.owner.Lease/2 {
+		wait = 0
+	}
 	for {
-		l.mu.Lock()
-		deadline := l.lastRenew.Add(lossAfter(l.owner.Lease))
-		l.mu.Unlock()
+		deadline := l.lossPoint()
 		left := deadline.Sub(m.cfg.clock.Now())
 		if left <= 0 {
 			l.lose(fmt.Errorf("%w: no lease renewal succeeded for %s (lease %s); waiters may break it",
 				ErrLost, lossAfter(l.owner.Lease), l.owner.Lease))
 			return
 		}
+		if wait > 0 {
+			select {
+			case <-l.stop:
+				return
+			case <-m.cfg.clock.After(min(wait, left)):
+			}
+		}
 		select {
 		case <-l.stop:
 			return
-		case <-m.cfg.clock.After(min(wait, left)):
+		default:
 		}
 		if m.cfg.clock.Now().Before(deadline) {
-			ctx, cancel := context.WithTimeout(context.Background(), deadline.Sub(m.cfg.clock.Now()))
+			ctx, cancel := l.leaseContext(context.Background())
 			err := l.renew(ctx)
 			cancel()
 			if errors.Is(err, ErrLost) {
@@ -113,6 +127,23 @@ func (l *Lock) keepAlive() {
 			}
 		}
 	}
+}
+
+// lossPoint is when the holder must consider the lock lost unless a renewal is confirmed.
+func (l *Lock) lossPoint() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lastRenew.Add(lossAfter(l.owner.Lease))
+}
+
+// leaseContext bounds a call that is only safe while the lease holds: it is sent and
+// answered before the loss point, or given up. Without a lease, the release timeout bounds it.
+func (l *Lock) leaseContext(parent context.Context) (context.Context, context.CancelFunc) {
+	base := context.WithoutCancel(parent)
+	if l.owner.Lease <= 0 {
+		return context.WithTimeout(base, l.m.cfg.releaseTimeout)
+	}
+	return context.WithDeadline(base, l.lossPoint())
 }
 
 // renew writes a new heartbeat, then checks the lock record is still ours. The heartbeat
@@ -144,22 +175,27 @@ func (l *Lock) renew(ctx context.Context) error {
 
 // check returns an ErrLost error unless d shows our record on the lock service.
 func (l *Lock) check(d *cloudshell.ReservationDetails) error {
-	svc, ok := d.Service(l.m.cfg.name)
-	if !ok {
+	holder, ok := holderIn(d, l.m.cfg.name)
+	switch {
+	case !ok:
 		return fmt.Errorf("%w: the lock service %q was removed from the reservation", ErrLost, l.m.cfg.name)
-	}
-	raw, _ := svc.Attribute(OwnerAttribute)
-	if cur := parseOwner(raw); cur.Token != l.owner.Token {
-		return fmt.Errorf("%w: lock %q now belongs to %s", ErrLost, l.m.cfg.name, cur)
+	case holder.Token != l.owner.Token:
+		return fmt.Errorf("%w: lock %q now belongs to %s", ErrLost, l.m.cfg.name, holder)
 	}
 	return nil
 }
 
-// Unlock releases the lock: it removes the lock service, but only after reading that the
-// record on it is still ours, and only while our lease is safely valid. A failing release is
-// retried with backoff for up to the release timeout, then reported. Unlocking a lock that
-// is not held returns ErrNotHeld and removes nothing. ctx may be canceled: the release
-// still runs, bounded by the release timeout, so a canceled caller never leaves the lock held.
+// Unlock releases the lock. It reads the lock record and removes the lock service only if
+// the record is still ours, and every call it makes is sent and answered before the lease's
+// loss point: a removal that landed later could delete the next holder's lock.
+//
+// Unlock returns nil when the critical section ended while the lock was held, whatever the
+// removal's fate: a removal whose answer was lost, or one that could not be completed
+// before the loss point (the lock is then left for its lease to free, and that is logged).
+// Without a lease (WithLease(0)) nothing else would ever free it, so a removal that failed
+// for the release timeout is reported (class Unavailable). Unlocking a lock that is not held
+// returns ErrNotHeld (wrapping ErrLost if it was lost) and removes nothing. ctx may be
+// canceled: the release still runs, so a canceled caller never leaves the lock held.
 func (l *Lock) Unlock(ctx context.Context) error {
 	m := l.m
 	l.mu.Lock()
@@ -170,42 +206,49 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	l.unlocked = true
 	lost := l.err
 	l.mu.Unlock()
+	// Renewals stop; one already in flight is not waited for: it is bounded by the loss
+	// point, writes only our own heartbeat key, and can no longer declare a loss.
 	close(l.stop)
-	l.renewing.Wait()
+	if lost == nil && l.owner.Lease > 0 && !m.cfg.clock.Now().Before(l.lossPoint()) {
+		lost = fmt.Errorf("%w: the lease ran out before Unlock (no renewal succeeded for %s)", ErrLost, lossAfter(l.owner.Lease))
+	}
 	if lost != nil {
+		l.finish(lost)
 		return fmt.Errorf("%w: %w", ErrNotHeld, lost)
 	}
 
-	ctx, cancel := m.cleanupContext(ctx)
+	rctx, cancel := l.leaseContext(ctx)
 	defer cancel()
-	backoff := retry.WithCappedDuration(time.Second, retry.NewExponential(20*time.Millisecond))
-	err := retry.Do(ctx, backoff, func(ctx context.Context) error {
-		l.mu.Lock()
-		safe := l.owner.Lease <= 0 || m.cfg.clock.Now().Sub(l.lastRenew) < lossAfter(l.owner.Lease)
-		l.mu.Unlock()
-		if !safe {
-			// A waiter may be breaking it right now; removing it could race with that
-			// and delete the next holder's lock. Leave it: its lease frees it.
-			return fmt.Errorf("%w: the lease ran out before the release completed; the lock is left to expire", ErrLost)
-		}
-		d, err := m.api.GetReservationDetails(ctx, m.resID, true)
-		if err != nil {
-			return m.retryable(err)
-		}
+	if l.owner.Lease > 0 {
+		rctx, cancel = context.WithTimeout(rctx, m.cfg.releaseTimeout)
+		defer cancel()
+	}
+	err := m.removeIf(rctx, m.cfg.name, new(settler), func(d *cloudshell.ReservationDetails, removeSent bool) error {
 		if err := l.check(d); err != nil {
-			return fmt.Errorf("%w: %w", ErrNotHeld, err)
-		}
-		err = m.api.RemoveServicesFromReservation(ctx, m.resID, []string{m.cfg.name})
-		if err != nil {
-			return m.retryable(err) // an ambiguous remove is settled by the next read
+			if removeSent {
+				return errSettled // our own earlier remove landed although its answer was lost
+			}
+			return errNotOurs{err}
 		}
 		return nil
 	})
-	if err != nil {
-		err = fmt.Errorf("mutex: releasing lock %q in reservation %s: %w", m.cfg.name, m.resID, err)
+	var notOurs errNotOurs
+	switch {
+	case errors.As(err, &notOurs):
+		// Someone removed or replaced our record while our lease held: a legacy driver (the
+		// snippet removes MUTEX whoever holds it) or an administrator's force release.
+		l.finish(notOurs.err)
+		m.cfg.log.Error().Err(notOurs.err).Str("lock", m.cfg.name).Msg("the lock was taken away while held")
+		return fmt.Errorf("%w: %w", ErrNotHeld, notOurs.err)
+	case err != nil && l.owner.Lease <= 0:
+		err = &classError{sentinel: ErrUnavailable, err: fmt.Errorf(
+			"mutex: releasing lock %q in reservation %s (it has no lease, so it stays until released or force-released): %w", m.cfg.name, m.resID, err)}
 		l.finish(err)
 		m.cfg.log.Error().Err(err).Msg("release failed")
 		return err
+	case err != nil:
+		m.cfg.log.Warn().Err(err).Str("lock", m.cfg.name).Str("reservation", m.resID).
+			Msg("could not remove the lock before its lease's loss point; it is left for the lease to free")
 	}
 	l.finish(errReleased)
 	m.cfg.log.Info().Str("lock", m.cfg.name).Str("reservation", m.resID).Str("owner", l.owner.String()).
@@ -213,10 +256,7 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	return nil
 }
 
-// retryable marks the errors worth another release attempt.
-func (m *Mutex) retryable(err error) error {
-	if transient(err) || errors.Is(err, cloudshell.ErrAmbiguous) {
-		return retry.RetryableError(err)
-	}
-	return err
-}
+// errNotOurs stops a release whose lock record is no longer ours.
+type errNotOurs struct{ err error }
+
+func (e errNotOurs) Error() string { return e.err.Error() }

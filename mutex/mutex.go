@@ -28,7 +28,7 @@ type Mutex struct {
 }
 
 // New returns a Mutex for the reservation. Configuration errors are reported by Lock and
-// TryLock.
+// TryLock (class Invalid).
 func New(api API, reservationID string, opts ...Option) *Mutex {
 	m := &Mutex{api: api, resID: reservationID, cfg: defaultConfig()}
 	for _, o := range opts {
@@ -43,7 +43,7 @@ func New(api API, reservationID string, opts ...Option) *Mutex {
 		m.err = m.cfg.validate()
 	}
 	if m.err != nil {
-		m.err = &permanentError{m.err}
+		m.err = &classError{sentinel: ErrInvalid, err: m.err}
 	}
 	return m
 }
@@ -51,9 +51,9 @@ func New(api API, reservationID string, opts ...Option) *Mutex {
 // Name returns the lock name (the alias of the lock service).
 func (m *Mutex) Name() string { return m.cfg.name }
 
-// Lock acquires the lock, waiting while someone else holds it, until ctx is done or the
-// wait limit passes (a *TimeoutError naming the holder). It never returns without the lock
-// and without an error. Permanent failures return at once.
+// Lock acquires the lock, waiting while someone else holds it or CloudShell is failing,
+// until ctx is done or the wait limit passes (a *TimeoutError naming the holder). It never
+// returns without the lock and without an error. Permanent failures return at once.
 func (m *Mutex) Lock(ctx context.Context) (*Lock, error) { return m.acquire(ctx, true) }
 
 // TryLock makes one attempt. If someone else holds the lock it returns a *LockedError
@@ -91,16 +91,22 @@ func (m *Mutex) acquire(parent context.Context, wait bool) (*Lock, error) {
 	)
 	for tries := 1; ; tries++ {
 		out, err := m.attempt(ctx, w, wait)
-		switch {
-		case out.lock != nil:
+		if out.lock != nil {
 			m.cfg.log.Info().Str("lock", m.cfg.name).Str("reservation", m.resID).Str("owner", out.lock.owner.String()).
 				Int("tries", tries).Dur("waited", m.cfg.clock.Now().Sub(start)).Msg("lock acquired")
 			return out.lock, nil
-		case err != nil && ctx.Err() == nil && !transient(err):
-			return nil, err
-		case err != nil:
+		}
+		if ctx.Err() != nil {
+			return nil, m.stopped(parent, start, tries, holder, err, last)
+		}
+		if err != nil {
+			if !retryable(err) {
+				return nil, err
+			}
 			last = err
 			m.cfg.log.Debug().Str("lock", m.cfg.name).Err(err).Msg("attempt failed; will retry")
+		} else {
+			last = nil
 		}
 		if !out.holder.IsZero() {
 			holder = out.holder
@@ -129,12 +135,21 @@ func (m *Mutex) acquire(parent context.Context, wait bool) (*Lock, error) {
 		case <-ctx.Done():
 		}
 		if ctx.Err() != nil {
-			if parent.Err() != nil && !errors.Is(parent.Err(), context.DeadlineExceeded) {
-				return nil, fmt.Errorf("mutex: waiting for lock %q: %w", m.cfg.name, context.Cause(parent))
-			}
-			return nil, m.timeout(parent, start, tries, holder, last)
+			return nil, m.stopped(parent, start, tries, holder, nil, last)
 		}
 	}
+}
+
+// stopped is the error for a wait that ctx ended: the caller's cancellation, or a timeout
+// (the caller's deadline or the wait limit).
+func (m *Mutex) stopped(parent context.Context, start time.Time, tries int, holder Owner, err, last error) error {
+	if err != nil && ClassOf(err) == ClassUnavailable {
+		last = err
+	}
+	if parent.Err() != nil && !errors.Is(parent.Err(), context.DeadlineExceeded) {
+		return &classError{sentinel: ErrCanceled, err: fmt.Errorf("mutex: waiting for lock %q: %w", m.cfg.name, context.Cause(parent))}
+	}
+	return m.timeout(parent, start, tries, holder, last)
 }
 
 // limit applies the wait limit unless ctx already ends sooner.
@@ -151,7 +166,8 @@ func (m *Mutex) limit(ctx context.Context) (context.Context, context.CancelFunc)
 func (m *Mutex) timeout(parent context.Context, start time.Time, tries int, holder Owner, last error) error {
 	return &TimeoutError{
 		Name: m.cfg.name, Holder: holder, Waited: m.cfg.clock.Now().Sub(start), Tries: tries, Last: last,
-		ctx: errors.Is(parent.Err(), context.DeadlineExceeded),
+		Unavailable: last != nil,
+		Deadline:    errors.Is(parent.Err(), context.DeadlineExceeded),
 	}
 }
 
@@ -163,7 +179,7 @@ func (m *Mutex) attempt(ctx context.Context, w *waiter, wait bool) (outcome, err
 		[]cloudshell.AttributeNameValue{{Name: OwnerAttribute, Value: me.record()}})
 	switch {
 	case err == nil:
-		return m.confirm(ctx, me, sent)
+		return m.confirm(ctx, w, me, sent)
 	case cloudshell.IsAliasCollision(err):
 		return w.contended(ctx, wait)
 	case errors.Is(err, cloudshell.ErrAmbiguous), ctx.Err() != nil:
@@ -172,7 +188,7 @@ func (m *Mutex) attempt(ctx context.Context, w *waiter, wait bool) (outcome, err
 		w.pending[me.Token] = sent
 		return m.resolveAdd(ctx, w, me, err)
 	default:
-		return outcome{}, m.addFailure(err)
+		return outcome{}, m.addFailure(ctx, err)
 	}
 }
 
@@ -188,13 +204,14 @@ func (m *Mutex) newOwner() Owner {
 // refuses duplicate aliases), but the read catches a server that dropped the owner
 // attribute, and a legacy driver that removed our service in between (the public snippet
 // releases even locks it never acquired). disableCache matters: a cached view up to 5 s
-// old would show the previous holder.
-func (m *Mutex) confirm(ctx context.Context, me Owner, sent time.Time) (outcome, error) {
+// old would show the previous holder. The same read shows break locks left behind by
+// breakers that failed or died, which are cleaned up here.
+func (m *Mutex) confirm(ctx context.Context, w *waiter, me Owner, sent time.Time) (outcome, error) {
 	d, err := m.api.GetReservationDetails(ctx, m.resID, true)
 	if err != nil {
 		// The add succeeded, so the lock is ours; the lease loop will verify it again.
 		m.cfg.log.Debug().Err(err).Msg("could not read the lock back after acquiring it")
-		return outcome{lock: m.held(me, sent)}, nil
+		return m.handOver(w, me, sent), nil
 	}
 	svc, ok := d.Service(m.cfg.name)
 	if !ok {
@@ -215,45 +232,65 @@ func (m *Mutex) confirm(ctx context.Context, me Owner, sent time.Time) (outcome,
 		return outcome{}, ownerAttributeMissing(nil)
 	}
 	holder := parseOwner(raw)
-	if holder.Token == me.Token {
-		return outcome{lock: m.held(me, sent)}, nil
+	if holder.Token != me.Token {
+		return outcome{holder: holder}, nil
 	}
-	return outcome{holder: holder}, nil
+	out := m.handOver(w, me, sent)
+	if out.lock != nil {
+		go m.collectGarbage(ctx, d)
+	}
+	return out, nil
+}
+
+// handOver makes the Lock for an add of ours that holds the lock, unless its answer came so
+// late that the lease it started is (nearly) spent: waiters timing that lease may already be
+// breaking it, so it is not ours to use. It is left to expire like a crashed holder's.
+func (m *Mutex) handOver(w *waiter, me Owner, sent time.Time) outcome {
+	if !m.withinLease(sent) {
+		w.abandoned[me.Token] = true
+		m.cfg.log.Warn().Str("lock", m.cfg.name).Dur("after", m.cfg.clock.Now().Sub(sent)).
+			Msg("the add that took the lock was answered too late to use it; leaving it to expire")
+		return outcome{holder: me}
+	}
+	return outcome{lock: m.held(me, sent)}
 }
 
 // resolveAdd settles an add whose outcome is unknown by reading the reservation, never by
 // resending it. If the caller gave up meanwhile and the add did land, the lock is removed
-// again so that nothing is left half-done.
+// again (inside its lease) so that nothing is left half-done.
 func (m *Mutex) resolveAdd(ctx context.Context, w *waiter, me Owner, cause error) (outcome, error) {
+	sent := w.pending[me.Token]
 	rctx, cancel := m.cleanupContext(ctx)
 	defer cancel()
 	d, err := m.api.GetReservationDetails(rctx, m.resID, true)
 	if err != nil {
-		return outcome{}, fmt.Errorf("mutex: add of lock %q had an unknown outcome (%w) and reading it back failed: %w", m.cfg.name, cause, err)
+		return outcome{}, m.callFailure(ctx, fmt.Errorf("add of lock %q had an unknown outcome (%w) and reading it back failed: %w", m.cfg.name, cause, err))
 	}
 	svc, ok := d.Service(m.cfg.name)
 	if !ok {
-		return outcome{}, cause
+		return outcome{}, m.callFailure(ctx, cause)
 	}
 	raw, _ := svc.Attribute(OwnerAttribute)
 	holder := parseOwner(raw)
 	if holder.Token != me.Token {
-		return outcome{holder: holder}, cause
+		return outcome{holder: holder}, nil
 	}
-	sent := w.pending[me.Token]
 	delete(w.pending, me.Token)
 	if ctx.Err() != nil {
-		if rerr := m.api.RemoveServicesFromReservation(rctx, m.resID, []string{m.cfg.name}); rerr != nil {
-			m.cfg.log.Error().Err(rerr).Msg("gave up waiting, but could not remove the lock an interrupted add left behind; its lease will free it")
+		if l := m.handOver(w, me, sent).lock; l != nil {
+			if rerr := l.Unlock(context.WithoutCancel(ctx)); rerr != nil {
+				m.cfg.log.Error().Err(rerr).Msg("gave up waiting, but could not remove the lock an interrupted add left behind; its lease will free it")
+			}
 		}
 		return outcome{}, ctx.Err()
 	}
 	m.cfg.log.Debug().Str("lock", m.cfg.name).Msg("unknown add outcome resolved: the lock is ours")
-	return outcome{lock: m.held(me, sent)}, nil
+	return m.handOver(w, me, sent), nil
 }
 
 // cleanupContext outlives the caller's cancellation, bounded by the release timeout:
-// cleaning up after ourselves must not depend on the caller still waiting.
+// cleaning up after ourselves must not depend on the caller still waiting. Writes that are
+// only safe inside a lease get a tighter deadline (Lock.leaseContext).
 func (m *Mutex) cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), m.cfg.releaseTimeout)
 }

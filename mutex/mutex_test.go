@@ -239,7 +239,9 @@ func TestUnknownAddOutcomeResolvedByReading(t *testing.T) {
 	})
 }
 
-// A failing release is retried, then reported; it is never silently dropped.
+// A failing release is retried. A lock without a lease that cannot be removed is reported
+// (nothing else would ever free it); one with a lease is a success (the critical section ended
+// inside the lease) and the lock is left for its lease to free.
 func TestReleaseRetriedThenReported(t *testing.T) {
 	env := testenv.New(t)
 	ctx := ctxTimeout(t, 10*time.Second)
@@ -257,14 +259,30 @@ func TestReleaseRetriedThenReported(t *testing.T) {
 		t.Fatal("lock not released")
 	}
 
-	l, err = mutex.New(env.Client("d"), env.ReservationID, fast(mutex.WithReleaseTimeout(100*time.Millisecond))...).Lock(ctx)
+	l, err = mutex.New(env.Client("d"), env.ReservationID, fast(mutex.WithLease(0), mutex.WithReleaseTimeout(100*time.Millisecond))...).Lock(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	env.Server.Faults().Set("RemoveServicesFromReservation", mockapi.Fault{HTTP500Rate: 1})
 	err = l.Unlock(ctx)
-	if err == nil || !strings.Contains(err.Error(), "releasing lock") {
-		t.Fatalf("Unlock with a failing server = %v, want the failure reported", err)
+	if err == nil || !strings.Contains(err.Error(), "releasing lock") || !errors.Is(err, mutex.ErrUnavailable) || errors.Is(err, mutex.ErrLost) {
+		t.Fatalf("Unlock of a lease-less lock with a failing server = %v, want the failure reported as unavailable", err)
+	}
+	env.Server.Faults().Set("RemoveServicesFromReservation", mockapi.Fault{})
+	if _, err := mutex.ForceRelease(ctx, env.Client("admin"), env.ReservationID); err != nil {
+		t.Fatal(err)
+	}
+
+	l, err = m.Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.Server.Faults().Set("RemoveServicesFromReservation", mockapi.Fault{HTTP500Rate: 1})
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock of a leased lock whose removal keeps failing = %v, want nil (its lease frees it)", err)
+	}
+	if _, ok := lockService(t, env, "MUTEX"); !ok {
+		t.Fatal("the lock is gone although every removal failed")
 	}
 }
 

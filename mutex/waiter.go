@@ -5,55 +5,69 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/csmutex/csmutex/cloudshell"
 )
 
 // maxBreakDepth bounds how many break locks deep a waiter goes. Depth 1 breaks a breaker
-// that died mid-break; deeper needs breakers dying in a chain, and a waiter that gives up
-// just tries again on its next attempt.
-const maxBreakDepth = 3
+// that died mid-break; each further level needs one more breaker to die in the middle of
+// breaking the level above, so the depth a real reservation needs is the number of
+// crashed breakers. The bound only keeps aliases short (each level adds about 24
+// characters) against a pathological chain; levels whose target is gone are cleaned up by
+// collectGarbage whatever their depth.
+const maxBreakDepth = 8
+
+// breakInfix joins a lock's alias and the id of the holder being broken into the alias of
+// its break lock: "<lock>.break.<token>". Lock names may not contain it.
+const breakInfix = ".break."
 
 // waiter is one Lock call's memory across attempts: what it has seen of each holder and
 // since when (by its own clock), and the tokens of its adds whose outcome was unknown.
 type waiter struct {
 	m       *Mutex
 	pending map[string]time.Time
-	seen    map[string]sighting
+	// abandoned holds tokens of our own adds that took the lock too late to be used: they
+	// are treated like any other holder, and expire.
+	abandoned map[string]bool
+	seen      map[string]sighting
 }
 
 // sighting is an observation of a lock: the holder's record and heartbeat as last read, and
-// when this waiter first saw exactly that pair. A holder is stale when the pair has not
-// changed for longer than its lease, timed from that first sighting. Heartbeat values never
-// repeat (they carry a sequence number), so an unchanged pair means no renewal happened
-// in between, even if reads failed meanwhile.
+// the time by which this waiter had certainly seen exactly that pair. A holder is stale when
+// a later read, sent more than its lease after that time, still shows the pair. Heartbeat
+// values never repeat (they carry a sequence number), so an unchanged pair means no
+// renewal landed in between, even if reads failed meanwhile.
 type sighting struct {
 	raw, heartbeat string
 	since          time.Time
 }
 
 func newWaiter(m *Mutex) *waiter {
-	return &waiter{m: m, pending: map[string]time.Time{}, seen: map[string]sighting{}}
+	return &waiter{m: m, pending: map[string]time.Time{}, abandoned: map[string]bool{}, seen: map[string]sighting{}}
 }
 
 // contended handles a collision: read who holds the lock, and break it if it is stale.
 func (w *waiter) contended(ctx context.Context, wait bool) (outcome, error) {
 	m := w.m
-	holder, present, err := w.holderOf(ctx, m.cfg.name)
+	d, err := m.api.GetReservationDetails(ctx, m.resID, true)
 	if err != nil {
-		return outcome{}, err
+		return outcome{}, m.callFailure(ctx, err)
 	}
+	w.observeBreakLocks(d)
+	holder, present := holderIn(d, m.cfg.name)
 	if !present {
 		return outcome{retryNow: true}, nil // released between our add and our read
 	}
 	if sent, ok := w.pending[holder.Token]; ok && !holder.Legacy {
 		// An earlier add of ours whose answer was lost did land: the token is ours alone.
 		delete(w.pending, holder.Token)
-		if m.withinLease(sent) {
-			return outcome{lock: m.held(holder, sent)}, nil
+		if out := m.handOver(w, holder, sent); out.lock != nil {
+			go m.collectGarbage(ctx, d)
+			return out, nil
 		}
-		// Too old to adopt safely: waiters may already be breaking it. Let it expire.
 	}
 	if wait && w.stale(ctx, m.cfg.name, holder) {
 		broke := w.breakLock(ctx, m.cfg.name, holder, 0)
@@ -62,26 +76,35 @@ func (w *waiter) contended(ctx context.Context, wait bool) (outcome, error) {
 	return outcome{holder: holder}, nil
 }
 
+// holderIn returns the holder of alias in d, if the service is there.
+func holderIn(d *cloudshell.ReservationDetails, alias string) (Owner, bool) {
+	svc, ok := d.Service(alias)
+	if !ok {
+		return Owner{}, false
+	}
+	raw, _ := svc.Attribute(OwnerAttribute)
+	return parseOwner(raw), true
+}
+
 func (w *waiter) holderOf(ctx context.Context, alias string) (Owner, bool, error) {
 	d, err := w.m.api.GetReservationDetails(ctx, w.m.resID, true)
 	if err != nil {
-		return Owner{}, false, w.m.readFailure(err)
+		return Owner{}, false, w.m.callFailure(ctx, err)
 	}
-	svc, ok := d.Service(alias)
-	if !ok {
-		return Owner{}, false, nil
-	}
-	raw, _ := svc.Attribute(OwnerAttribute)
-	return parseOwner(raw), true, nil
+	o, ok := holderIn(d, alias)
+	return o, ok, nil
 }
 
 // stale reports whether this waiter has watched holder of alias for longer than its lease
 // without seeing a heartbeat. Nothing but this process's own clock is consulted.
+//
+// Times are taken on the safe side of each read: a pair counts as seen from the moment its
+// read returned (it may have become visible only just before), and as still there at the
+// moment the confirming read was sent. A slow read therefore never stretches how long the
+// pair seems to have been unchanged.
 func (w *waiter) stale(ctx context.Context, alias string, holder Owner) bool {
 	m := w.m
 	limit := holder.Lease
-	heartbeat := ""
-	now := m.cfg.clock.Now()
 	s, seen := w.seen[alias]
 	seen = seen && s.raw == holder.Raw
 	switch {
@@ -91,12 +114,15 @@ func (w *waiter) stale(ctx context.Context, alias string, holder Owner) bool {
 		limit = m.cfg.legacyMaxAge
 	case holder.Lease <= 0:
 		return false // the holder asked never to expire
-	case seen && now.Sub(s.since) <= limit:
+	case seen && m.cfg.clock.Now().Sub(s.since) <= limit:
 		// Within a lease of the first sighting the heartbeat cannot prove anything yet, and
 		// since heartbeat values never repeat, reading it later tells whether it changed in
 		// between. Skipping the read keeps waiters to one heartbeat read per lease.
 		return false
-	default:
+	}
+	sent := m.cfg.clock.Now()
+	heartbeat := ""
+	if !holder.Legacy && !strings.Contains(alias, breakInfix) { // breakers never renew
 		values, err := m.api.GetSandboxData(ctx, m.resID)
 		if err != nil {
 			return false // no evidence either way: decide on a later attempt
@@ -108,87 +134,186 @@ func (w *waiter) stale(ctx context.Context, alias string, holder Owner) bool {
 		}
 	}
 	if !seen || s.heartbeat != heartbeat {
-		w.seen[alias] = sighting{raw: holder.Raw, heartbeat: heartbeat, since: now}
+		w.seen[alias] = sighting{raw: holder.Raw, heartbeat: heartbeat, since: m.cfg.clock.Now()}
 		return false
 	}
-	return now.Sub(s.since) > limit
+	return sent.Sub(s.since) > limit
+}
+
+// observeBreakLocks starts watching every break lock of this lock that a details read shows,
+// so that by the time the lock it targets is found stale, a break lock left behind by a
+// breaker that failed or died has been watched for as long too: the levels of a chain of
+// dead break locks expire together instead of one lease after another. Break locks carry no
+// heartbeat (their holders finish within their lease), so the record alone is the pair.
+func (w *waiter) observeBreakLocks(d *cloudshell.ReservationDetails) {
+	now := w.m.cfg.clock.Now()
+	prefix := w.m.cfg.name + breakInfix
+	for _, s := range d.Services {
+		if !strings.HasPrefix(s.Alias, prefix) {
+			continue
+		}
+		raw, _ := s.Attribute(OwnerAttribute)
+		if cur, ok := w.seen[s.Alias]; !ok || cur.raw != raw {
+			w.seen[s.Alias] = sighting{raw: raw, since: now}
+		}
+	}
+}
+
+// breakID names the holder instance a break lock targets: its token, or for a legacy
+// holder (which has none) a hash of its record.
+func breakID(o Owner) string {
+	if !o.Legacy {
+		return o.Token
+	}
+	sum := sha256.Sum256([]byte(o.Raw))
+	return "legacy-" + hex.EncodeToString(sum[:4])
 }
 
 // breakLock removes the stale holder of alias, and only that holder. Breakers serialise on
-// a second lock whose alias names the stale token ("<alias>.break.<token>"): exactly one
+// a second lock whose alias names the stale instance ("<alias>.break.<id>"): exactly one
 // waiter wins it, and because that alias only ever targets this one instance, a break lock
 // left by a crashed breaker is itself broken the same way, one level deeper, and a late
-// break-lock holder finds the instance gone and does nothing. Reports whether the lock was
-// freed, so the caller retries at once.
+// break-lock holder finds the instance gone and does nothing. The break lock has the lease
+// of any lock we add, and every write made under it (the removal of the stale lock, the
+// release of the break lock) is sent and answered before its loss point. Reports whether
+// the lock was freed, so the caller retries at once.
 func (w *waiter) breakLock(ctx context.Context, alias string, stale Owner, depth int) bool {
 	m := w.m
 	if depth >= maxBreakDepth {
 		return false
 	}
-	id := stale.Token
-	if stale.Legacy {
-		sum := sha256.Sum256([]byte(stale.Raw))
-		id = "legacy-" + hex.EncodeToString(sum[:4])
+	breakAlias := alias + breakInfix + breakID(stale)
+	var (
+		me   Owner
+		sent time.Time
+		err  error
+	)
+	// A dead break lock freed one level down is retried at once, so that a chain of them
+	// unwinds in one attempt rather than one level per retry interval.
+	for try := 0; try < 2; try++ {
+		me = m.newOwner()
+		sent = m.cfg.clock.Now()
+		err = m.api.AddServiceToReservation(ctx, m.resID, m.cfg.model, breakAlias,
+			[]cloudshell.AttributeNameValue{{Name: OwnerAttribute, Value: me.record()}})
+		if !cloudshell.IsAliasCollision(err) {
+			break
+		}
+		// Another waiter is breaking it, or a breaker died holding the break lock.
+		b, ok, rerr := w.holderOf(ctx, breakAlias)
+		if rerr != nil || !ok || !w.stale(ctx, breakAlias, b) || !w.breakLock(ctx, breakAlias, b, depth+1) {
+			return false
+		}
 	}
-	breakAlias := alias + ".break." + id
-	me := m.newOwner()
-	sent := m.cfg.clock.Now()
-	err := m.api.AddServiceToReservation(ctx, m.resID, m.cfg.model, breakAlias,
-		[]cloudshell.AttributeNameValue{{Name: OwnerAttribute, Value: me.record()}})
 	switch {
 	case err == nil:
 	case cloudshell.IsAliasCollision(err):
-		// Another waiter is breaking it, or a breaker died holding the break lock.
-		if b, ok, rerr := w.holderOf(ctx, breakAlias); rerr == nil && ok && w.stale(ctx, breakAlias, b) {
-			w.breakLock(ctx, breakAlias, b, depth+1)
-		}
 		return false
 	case errors.Is(err, cloudshell.ErrAmbiguous):
 		b, ok, rerr := w.holderOf(ctx, breakAlias)
 		if rerr != nil || !ok || b.Token != me.Token {
-			return false
+			return false // if it lands later, it is garbage once the stale lock is gone
 		}
 	default:
 		m.cfg.log.Debug().Err(err).Str("lock", breakAlias).Msg("could not take the break lock")
 		return false
 	}
-	defer w.release(ctx, breakAlias, me)
+	bctx, cancel := m.leaseContext(ctx, sent)
+	defer cancel()
+	// The break lock is released only once a removal made under it can no longer land
+	// (shared settler); if that cannot happen within its lease, it is left to be broken.
+	var settle settler
+	defer w.release(bctx, breakAlias, me, &settle)
 
-	// Re-read right before removing: only the instance judged stale may go.
-	current, present, err := w.holderOf(ctx, alias)
-	switch {
-	case err != nil:
-		return false
-	case !present:
-		return true
-	case current.Raw != stale.Raw:
-		return true // it changed hands meanwhile: nothing to break
-	case !m.withinLease(sent):
-		// We held the break lock too long to be sure nobody broke it in turn.
-		return false
-	}
-	observed := m.cfg.clock.Now().Sub(w.seen[alias].since)
-	if err := m.api.RemoveServicesFromReservation(ctx, m.resID, []string{alias}); err != nil && !errors.Is(err, cloudshell.ErrAmbiguous) {
+	// Re-read right before every removal: only the instance judged stale may go.
+	freed := false
+	err = m.removeIf(bctx, alias, &settle, func(d *cloudshell.ReservationDetails, _ bool) error {
+		if current, present := holderIn(d, alias); !present || current.Raw != stale.Raw {
+			freed = true // gone, or it changed hands meanwhile: nothing (more) to break
+			return errSettled
+		}
+		return nil
+	})
+	if err != nil {
 		m.cfg.log.Warn().Err(err).Str("lock", alias).Msg("could not remove a stale lock")
 		return false
 	}
-	m.cfg.log.Warn().Str("lock", alias).Str("reservation", m.resID).Str("stale_holder", stale.String()).
-		Str("broken_by", me.String()).Dur("unchanged_for", observed).Msg("broke a stale lock")
+	if !freed {
+		m.cfg.log.Warn().Str("lock", alias).Str("reservation", m.resID).Str("stale_holder", stale.String()).
+			Str("broken_by", me.String()).Dur("unchanged_for", m.cfg.clock.Now().Sub(w.seen[alias].since)).Msg("broke a stale lock")
+	}
 	delete(w.seen, alias)
 	return true
 }
 
-// release removes a lock we hold, after checking the record is still ours. Used for break
-// locks; a held *Lock has its own, retrying Unlock.
-func (w *waiter) release(ctx context.Context, alias string, me Owner) {
-	ctx, cancel := w.m.cleanupContext(ctx)
-	defer cancel()
-	cur, ok, err := w.holderOf(ctx, alias)
-	if err != nil || !ok || cur.Token != me.Token {
+// leaseContext bounds writes that are only safe while a lock whose lease started at sent is
+// ours: they must be sent and answered before its loss point, or not at all.
+func (m *Mutex) leaseContext(ctx context.Context, sent time.Time) (context.Context, context.CancelFunc) {
+	base := context.WithoutCancel(ctx)
+	if m.cfg.lease <= 0 {
+		return context.WithTimeout(base, m.cfg.releaseTimeout)
+	}
+	left := sent.Add(lossAfter(m.cfg.lease)).Sub(m.cfg.clock.Now())
+	return context.WithTimeout(base, min(left, m.cfg.releaseTimeout))
+}
+
+// release removes a break lock we hold, after checking the record is still ours, retrying
+// failures until ctx (its lease bound) ends. One that cannot be removed is cleaned up by the
+// next acquirer once its target is gone (collectGarbage), or broken like any stale lock.
+func (w *waiter) release(ctx context.Context, alias string, me Owner, settle *settler) {
+	err := w.m.removeIf(ctx, alias, settle, func(d *cloudshell.ReservationDetails, _ bool) error {
+		if cur, ok := holderIn(d, alias); !ok || cur.Token != me.Token {
+			return errSettled
+		}
+		return nil
+	})
+	if err != nil {
+		w.m.cfg.log.Warn().Err(err).Str("lock", alias).Msg("could not remove our break lock; it is cleaned up once its target is gone")
+	}
+}
+
+// collectGarbage removes break locks of this lock whose target instance is gone: the lock
+// they were breaking is absent or held by someone else. It runs in the background of a new
+// holder (it must not delay the critical section) and only ever costs calls when there is
+// garbage. No breaker can still use such a
+// break lock (it re-reads the target before removing anything, and tokens never come back),
+// so removing it is safe without any lease. A break lock that targets a legacy holder is only
+// collected once a csmutex holder has the lock, because legacy records can repeat. Nested
+// break locks of a collected one are collected with it.
+func (m *Mutex) collectGarbage(ctx context.Context, d *cloudshell.ReservationDetails) {
+	prefix := m.cfg.name + breakInfix
+	var aliases []string
+	for _, s := range d.Services {
+		if s.ServiceName == m.cfg.model && strings.HasPrefix(s.Alias, prefix) {
+			aliases = append(aliases, s.Alias)
+		}
+	}
+	if len(aliases) == 0 {
 		return
 	}
-	if err := w.m.api.RemoveServicesFromReservation(ctx, w.m.resID, []string{alias}); err != nil {
-		w.m.cfg.log.Warn().Err(err).Str("lock", alias).Msg("could not remove our break lock; it expires with its lease")
+	sort.Slice(aliases, func(i, j int) bool { return len(aliases[i]) < len(aliases[j]) })
+	garbage := map[string]bool{}
+	for _, a := range aliases {
+		i := strings.LastIndex(a, breakInfix)
+		parent, id := a[:i], a[i+len(breakInfix):]
+		target, present := holderIn(d, parent)
+		switch {
+		case garbage[parent], !present && !strings.HasPrefix(id, "legacy-"):
+			garbage[a] = true
+		case present && breakID(target) != id && (!strings.HasPrefix(id, "legacy-") || !target.Legacy):
+			garbage[a] = true
+		}
+	}
+	gctx, cancel := m.cleanupContext(ctx)
+	defer cancel()
+	for _, a := range aliases {
+		if !garbage[a] {
+			continue
+		}
+		if err := m.api.RemoveServicesFromReservation(gctx, m.resID, []string{a}); err != nil {
+			m.cfg.log.Debug().Err(err).Str("lock", a).Msg("could not remove a dead break lock")
+			continue
+		}
+		m.cfg.log.Info().Str("lock", a).Msg("removed a dead break lock")
 	}
 }
 
@@ -196,11 +321,6 @@ func (w *waiter) release(ctx context.Context, alias string, me Owner) {
 // the holder's token, so no other holder ever writes it: a paused holder that wakes up
 // cannot overwrite a newer holder's heartbeat.
 func heartbeatKey(token string) string { return "csmutex.heartbeat." + token }
-
-// lossAfter is how long a holder may go without a confirmed renewal before it must consider
-// the lock lost. It is shorter than the lease by a margin, so that a holder that is alive
-// (not paused) gives up strictly before any waiter, timing the same lease, may break it.
-func lossAfter(lease time.Duration) time.Duration { return lease - lease/6 }
 
 // withinLease reports whether a lease that started at sent is still safely ours.
 func (m *Mutex) withinLease(sent time.Time) bool {

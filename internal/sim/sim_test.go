@@ -1,0 +1,119 @@
+package sim_test
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/csmutex/csmutex/internal/sim"
+)
+
+var (
+	seeds    = flag.Int("sim.seeds", 0, "how many seeds to simulate (0: the default for this mode)")
+	first    = flag.Uint64("sim.first", 1, "the first seed")
+	oneSeed  = flag.Uint64("sim.seed", 0, "simulate only this seed and print its trace")
+	traceDir = flag.String("sim.tracedir", "", "write each failing seed's report to this directory")
+)
+
+// defaultSeeds keeps the simulation well inside CI's budget: the race detector slows it
+// about tenfold, and -short is for a quick look.
+func defaultSeeds() int {
+	switch {
+	case testing.Short():
+		return 100
+	case raceEnabled:
+		return 600
+	}
+	return 3000
+}
+
+func run(t *testing.T, seed uint64) *sim.Result {
+	var res *sim.Result
+	synctest.Test(t, func(t *testing.T) { res = sim.Run(sim.NewScenario(seed)) })
+	return res
+}
+
+// TestSimulation runs many seeds and fails with the first failing seed's whole account.
+// Reproduce one with: go test ./internal/sim -run TestSimulation -sim.seed=N
+func TestSimulation(t *testing.T) {
+	if *oneSeed != 0 {
+		res := run(t, *oneSeed)
+		t.Log(res.Report())
+		if res.Failed() {
+			t.Fatalf("seed %d failed", *oneSeed)
+		}
+		return
+	}
+	n := *seeds
+	if n == 0 {
+		n = defaultSeeds()
+	}
+	var (
+		total    sim.Stats
+		failed   []uint64
+		excused  int
+		started  = time.Now()
+		recovery time.Duration
+	)
+	total.Faults = map[string]int{}
+	for seed := *first; seed < *first+uint64(n); seed++ {
+		res := run(t, seed)
+		add(&total, res.Stats)
+		excused += len(res.Excused)
+		recovery = max(recovery, res.Recovery)
+		if res.Failed() {
+			failed = append(failed, seed)
+			if *traceDir != "" {
+				_ = os.WriteFile(filepath.Join(*traceDir, fmt.Sprintf("seed-%d.txt", seed)), []byte(res.Report()), 0o644)
+			}
+			if len(failed) == 1 {
+				t.Errorf("seed %d failed; reproduce with -run TestSimulation -sim.seed=%d\n%s", seed, seed, res.Report())
+			}
+		}
+	}
+	elapsed := time.Since(started)
+	t.Logf("%d seeds in %s (%.0f seeds/s): %d acquisitions, %d critical sections, %d calls, faults %v, "+
+		"%d lost, %d timeouts, %d other failures, %d late writes, %d excused, longest final recovery %s",
+		n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), total.Acquisitions, total.Sections, total.Calls,
+		total.Faults, total.Lost, total.Timeouts, total.Failed, total.Late, excused, recovery)
+	if len(failed) > 0 {
+		t.Errorf("%d of %d seeds failed: %v", len(failed), n, failed[:min(len(failed), 40)])
+	}
+}
+
+func add(t *sim.Stats, s sim.Stats) {
+	t.Acquisitions += s.Acquisitions
+	t.Sections += s.Sections
+	t.Lost += s.Lost
+	t.Timeouts += s.Timeouts
+	t.Failed += s.Failed
+	t.LegacyGaveUp += s.LegacyGaveUp
+	t.Calls += s.Calls
+	t.Late += s.Late
+	for k, v := range s.Faults {
+		t.Faults[k] += v
+	}
+}
+
+// TestSameSeedSameRun: one seed reproduces one whole run, faults included.
+func TestSameSeedSameRun(t *testing.T) {
+	for _, seed := range []uint64{3, 17, 101, 2024} {
+		a, b := run(t, seed), run(t, seed)
+		if !slices.Equal(a.Trace, b.Trace) {
+			for i := range min(len(a.Trace), len(b.Trace)) {
+				if a.Trace[i] != b.Trace[i] {
+					t.Fatalf("seed %d: traces differ at line %d:\n  %s\n  %s", seed, i+1, a.Trace[i], b.Trace[i])
+				}
+			}
+			t.Fatalf("seed %d: traces differ in length: %d and %d lines", seed, len(a.Trace), len(b.Trace))
+		}
+		if len(a.Trace) < 20 {
+			t.Fatalf("seed %d: a trace of %d lines is too short to prove anything", seed, len(a.Trace))
+		}
+	}
+}

@@ -1,0 +1,223 @@
+package sim
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ReservationID is the one reservation every simulated process locks.
+const ReservationID = "sim-reservation"
+
+// ProcSpec is one simulated process and the faults it meets.
+type ProcSpec struct {
+	Name        string
+	Legacy      bool // the public Python snippet (generation B: add, hold, remove unconditionally)
+	Lease       time.Duration
+	HTTPTimeout time.Duration
+	Rounds      int           // critical sections it runs
+	Hold        time.Duration // the longest critical section
+	Faults      FaultRates
+	Pauses      []window
+	Partitions  []window
+	CrashAt     time.Duration // since the start; 0: never
+	StartAt     time.Duration
+}
+
+// Scenario is everything one seed decides.
+type Scenario struct {
+	Seed  uint64
+	Procs []ProcSpec
+}
+
+func (sc Scenario) maxLease() time.Duration {
+	var m time.Duration
+	for _, p := range sc.Procs {
+		m = max(m, p.Lease)
+	}
+	return m
+}
+
+// String summarises the scenario for a failure report.
+func (sc Scenario) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "seed %d:", sc.Seed)
+	for _, p := range sc.Procs {
+		kind := "csmutex"
+		if p.Legacy {
+			kind = "legacy"
+		}
+		fmt.Fprintf(&b, "\n  %s %s lease=%s http-timeout=%s rounds=%d hold<=%s faults=%+v", p.Name, kind, p.Lease, p.HTTPTimeout, p.Rounds, p.Hold, p.Faults)
+		for _, w := range p.Pauses {
+			fmt.Fprintf(&b, " pause=[%s,%s)", w.from.Sub(epoch), w.to.Sub(epoch))
+		}
+		for _, w := range p.Partitions {
+			fmt.Fprintf(&b, " partition=[%s,%s)", w.from.Sub(epoch), w.to.Sub(epoch))
+		}
+		if p.CrashAt > 0 {
+			fmt.Fprintf(&b, " crash=%s", p.CrashAt)
+		}
+	}
+	return b.String()
+}
+
+// epoch is where every synctest bubble's clock starts (midnight UTC, 2000-01-01); windows are
+// stored as absolute virtual times from it.
+var epoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// NewScenario draws a scenario from seed: 2–5 csmutex processes (sometimes with one or two
+// legacy snippet drivers), mixed leases, and a fault mix that ranges from none to heavy.
+func NewScenario(seed uint64) Scenario {
+	r := rand.New(rand.NewPCG(seed, mix(seed)))
+	sc := Scenario{Seed: seed}
+	leases := []time.Duration{2 * time.Second, 3 * time.Second, 5 * time.Second, 8 * time.Second}
+	common := leases[r.IntN(len(leases))]
+	mixed := r.IntN(2) == 0
+	level := func(hi float64) float64 {
+		switch r.IntN(3) {
+		case 0:
+			return 0
+		case 1:
+			return hi / 4
+		}
+		return hi
+	}
+	rates := FaultRates{
+		Slow: level(0.15), Stall: level(0.03), DropAfter: level(0.15), FailBefore: level(0.1),
+		Refused: level(0.05), Err5xx: level(0.1), Unauth: level(0.05),
+	}
+	n := 2 + r.IntN(4)
+	horizon := time.Duration(0)
+	for i := range n {
+		lease := common
+		if mixed {
+			lease = leases[r.IntN(len(leases))]
+		}
+		p := ProcSpec{
+			Name:        fmt.Sprintf("p%d", i+1),
+			Lease:       lease,
+			HTTPTimeout: []time.Duration{lease / 4, lease, 3 * lease}[r.IntN(3)],
+			Rounds:      1 + r.IntN(4),
+			Hold:        []time.Duration{lease / 10, lease / 2, 3 * lease / 2}[r.IntN(3)],
+			Faults:      rates,
+			StartAt:     time.Duration(r.Int64N(int64(lease))),
+		}
+		horizon = max(horizon, time.Duration(p.Rounds)*4*lease)
+		sc.Procs = append(sc.Procs, p)
+	}
+	for i := range sc.Procs {
+		p := &sc.Procs[i]
+		at := func() time.Time { return epoch.Add(time.Duration(r.Int64N(int64(horizon)))) }
+		if r.Float64() < 0.25 {
+			from := at()
+			p.Pauses = append(p.Pauses, window{from, from.Add(p.Lease/5 + time.Duration(r.Int64N(int64(2*p.Lease))))})
+		}
+		if r.Float64() < 0.2 {
+			from := at()
+			p.Partitions = append(p.Partitions, window{from, from.Add(p.Lease/5 + time.Duration(r.Int64N(int64(2*p.Lease))))})
+		}
+		if r.Float64() < 0.15 {
+			p.CrashAt = time.Duration(r.Int64N(int64(horizon)))
+		}
+	}
+	if r.Float64() < 0.3 {
+		legacyLease := sc.maxLease()
+		for i := range 1 + r.IntN(2) {
+			sc.Procs = append(sc.Procs, ProcSpec{
+				Name:   fmt.Sprintf("legacy%d", i+1),
+				Legacy: true,
+				// A legacy driver has no lease; this only scales its sleeps and delays.
+				Lease:       legacyLease,
+				HTTPTimeout: 10 * legacyLease,
+				Rounds:      1 + r.IntN(3),
+				Hold:        legacyLease / 4,
+				// The snippet cannot survive write faults (section 6.3 of the API notes), so
+				// only delays reach it: its flaws are not what this simulator judges.
+				Faults:  FaultRates{Slow: rates.Slow / 2},
+				StartAt: time.Duration(r.Int64N(int64(legacyLease))),
+			})
+		}
+	}
+	return sc
+}
+
+// World is one run: the server, the processes, the checker and the trace.
+type World struct {
+	seed    uint64
+	sc      Scenario
+	server  *Server
+	check   *Checker
+	over    chan struct{}
+	ctx     context.Context // canceled when the run is over: crashed processes give up
+	cancel  context.CancelFunc
+	start   time.Time
+	verbose bool
+
+	mu     sync.Mutex
+	lines  []string
+	tokens map[string]string
+	calls  map[string]int
+	ended  bool
+}
+
+func (w *World) countCall(method string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.calls[method]++
+}
+
+// tokenRE finds owner tokens (16 hex digits) so that the trace can name them by order of
+// appearance: the same seed then prints the same trace, although tokens are random.
+var tokenRE = regexp.MustCompile(`\b[0-9a-f]{16}\b`)
+
+func (w *World) trace(p *Process, format string, args ...any) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ended {
+		return
+	}
+	line := fmt.Sprintf("%12s %-8s ", time.Since(w.start).Round(time.Microsecond), p.name) + fmt.Sprintf(format, args...)
+	line = tokenRE.ReplaceAllStringFunc(line, func(t string) string {
+		if n, ok := w.tokens[t]; ok {
+			return n
+		}
+		n := fmt.Sprintf("tok%d", len(w.tokens)+1)
+		w.tokens[t] = n
+		return n
+	})
+	w.lines = append(w.lines, line)
+}
+
+// sent records a call as it leaves a process: the trace, and the checker's view of
+// heartbeats.
+func (w *World) sent(c *callState) {
+	detail := ""
+	switch {
+	case len(c.attrs) > 0:
+		detail = fmt.Sprintf(" %s owner=%q", strings.Join(c.aliases, ","), c.attrs[0].Value)
+	case len(c.aliases) > 0:
+		detail = " " + strings.Join(c.aliases, ",")
+	case len(c.data) > 0:
+		detail = " " + c.data[0].Key + "=" + c.data[0].Value
+	}
+	if c.gated > 0 {
+		detail += fmt.Sprintf(" (after a pause of %s)", c.gated.Round(time.Millisecond))
+	}
+	w.trace(c.proc, "→ %s%s", c.method, detail)
+	w.check.sent(c)
+}
+
+func (w *World) isOver() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.ended
+}
+
+// traceLocked adds a line that belongs to no process (the checker's verdicts).
+func (w *World) traceLocked(format string, args ...any) {
+	w.trace(&Process{name: "check"}, format, args...)
+}
