@@ -1,27 +1,31 @@
+# -*- coding: utf-8 -*-
 """Lock a CloudShell reservation from a Python driver through csmutex.
 
-Two ways, both standard library only (Python 3.8+):
+One file, standard library only, Python 2.7 and 3.6+. Two ways:
 
 * ``SidecarMutex`` talks to a running ``csmutex serve`` sidecar over HTTP (loopback TCP or
   a unix socket). The lock is held while the ``with`` block runs and released the moment
-  the connection closes, even if the driver process dies::
+  the connection closes, even if the driver process dies. In a driver command, one line::
 
-      from csmutex_sidecar import SidecarMutex, LockNotObtained
+      from csmutex_sidecar import SidecarMutex
 
-      with SidecarMutex(reservation_id, timeout=300) as lock:
-          ...                 # re-read the reservation, then edit it
-          lock.check()        # raises LockLost if the lock was lost meanwhile
+      def rewire(self, context):
+          with SidecarMutex.from_context(context, timeout=300) as lock:
+              ...                 # re-read the reservation, then edit it
+              lock.check()        # raises LockLost if the lock was lost meanwhile
 
-* ``run_locked`` / ``run_command`` run under ``csmutex run`` (no sidecar needed, just the
-  csmutex binary and CLOUDSHELL_* settings in the environment)::
+* ``run_locked`` / ``run_command`` (and their ``*_from_context`` forms) run under
+  ``csmutex run``: no sidecar needed, just the csmutex binary::
 
-      result = run_locked(reservation_id, edit_reservation, api, timeout=300)
+      result = run_locked_from_context(context, edit_reservation, api)
 
 Neither ever prints or logs a password or token.
 """
 
-import http.client
+from __future__ import absolute_import, division, print_function
+
 import json
+import numbers
 import os
 import re
 import socket
@@ -29,9 +33,19 @@ import subprocess
 import sys
 import threading
 import time
+import unicodedata
+
+try:  # Python 3
+    import _thread
+except ImportError:  # Python 2
+    import thread as _thread
+
+__version__ = "0.2.0"
 
 __all__ = [
     "DEFAULT_ADDRESS",
+    "DEFAULT_NAME",
+    "MAX_NAME_LENGTH",
     "EXIT_NOT_OBTAINED",
     "EXIT_LOCK_LOST",
     "SidecarError",
@@ -40,105 +54,617 @@ __all__ = [
     "SidecarMutex",
     "run_locked",
     "run_command",
+    "run_locked_from_context",
+    "run_command_from_context",
 ]
 
 #: Where ``csmutex serve`` listens by default. ``CSMUTEX_SIDECAR`` overrides it
 #: (``127.0.0.1:7369`` or ``unix:/path/to/socket``).
 DEFAULT_ADDRESS = "127.0.0.1:7369"
 
+#: The lock name (alias of the lock service) of the public Reservation-Mutex-Lock snippet.
+DEFAULT_NAME = "MUTEX"
+
+#: The longest lock name accepted. csmutex adds suffixes to it for break locks
+#: ("<name>.break.<token>"), so names are kept well below CloudShell's alias limits.
+MAX_NAME_LENGTH = 100
+
 #: ``csmutex run`` exits 75 (EX_TEMPFAIL) when the lock was not obtained in time...
 EXIT_NOT_OBTAINED = 75
 #: ...and 70 when the lock was lost while the command ran (the command was terminated).
 EXIT_LOCK_LOST = 70
 
+# csmutex run's other exit codes, as SidecarError.kind.
+_EXIT_KINDS = {64: "usage", 65: "permanent", 69: "unavailable", EXIT_LOCK_LOST: "lost",
+               EXIT_NOT_OBTAINED: "timeout"}
+
 # How long after the acquire timeout to keep waiting for the sidecar's answer: it answers
 # 409 itself when the timeout passes; this only guards against a hung sidecar.
 _ANSWER_GRACE = 30.0
+
+# The largest error body or header block read from the sidecar.
+_MAX_READ = 1 << 16
+
+_PY2 = sys.version_info[0] == 2
+if _PY2:  # pragma: no cover - exercised by the Python 2.7 test run
+    _text_type = unicode  # noqa: F821
+    _string_types = (str, unicode)  # noqa: F821
+else:
+    _text_type = str
+    _string_types = (str,)
+
+# On Python 2, socket.error and IOError are not OSError; on Python 3 all three are one.
+_OS_ERRORS = (OSError, IOError, socket.error)
+
+_monotonic = getattr(time, "monotonic", time.time)
+
+
+# -- errors ----------------------------------------------------------------------------
 
 
 class SidecarError(Exception):
     """The lock could not be taken (or kept) for a reason other than contention.
 
-    ``status`` is the sidecar's HTTP status (None if it was not reached) and ``kind`` its
-    error kind: bad_request, unauthorized, setup, permanent, unavailable, shutting_down...
+    ``status`` is the sidecar's HTTP status (None if it was not reached, or for
+    ``csmutex run``), ``kind`` the error kind (bad_request, unauthorized, setup, permanent,
+    unavailable, shutting_down, usage...), ``exit_code`` csmutex run's exit code (None for
+    the sidecar), ``detail`` the raw text csmutex gave, if any (never a secret).
     """
 
-    def __init__(self, message, status=None, kind=None):
-        super().__init__(message)
+    def __init__(self, message, status=None, kind=None, detail=None, exit_code=None):
+        super(SidecarError, self).__init__(message)
+        self.message = message
         self.status = status
         self.kind = kind
+        self.detail = detail
+        self.exit_code = exit_code
+
+    if _PY2:  # pragma: no cover
+        def __str__(self):
+            m = self.message
+            return m.encode("utf-8") if isinstance(m, _text_type) else m
+
+        def __unicode__(self):
+            m = self.message
+            return m if isinstance(m, _text_type) else m.decode("utf-8", "replace")
+    else:
+        def __str__(self):
+            return self.message
 
 
 class LockNotObtained(SidecarError):
-    """Someone else held the lock for the whole timeout. ``holder`` names them if known."""
+    """Someone else held the lock for the whole timeout.
 
-    def __init__(self, message, holder=None, status=409, kind="timeout"):
-        super().__init__(message, status=status, kind=kind)
+    Attributes: ``holder`` (the holder's owner label, None if unknown), ``holder_token``
+    (the holder's lock token, if known), ``waited`` (seconds waited, float), ``timeout``
+    (seconds asked for), ``name``, ``reservation_id``, and SidecarError's.
+    """
+
+    def __init__(self, message, holder=None, status=409, kind="timeout", holder_token=None, waited=None,
+                 timeout=None, name=None, reservation_id=None, detail=None, exit_code=None):
+        super(LockNotObtained, self).__init__(message, status=status, kind=kind, detail=detail,
+                                              exit_code=exit_code)
         self.holder = holder
+        self.holder_token = holder_token
+        self.waited = waited
+        self.timeout = timeout
+        self.name = name
+        self.reservation_id = reservation_id
 
 
 class LockLost(SidecarError):
-    """The lock was lost while held: the critical section is no longer protected."""
+    """The lock was lost while held: the critical section is no longer protected.
 
-    def __init__(self, message):
-        super().__init__(message, kind="lost")
+    ``reason`` says why (when known), with ``name`` and ``reservation_id``.
+    """
+
+    def __init__(self, message="the reservation lock was lost", reason=None, name=None, reservation_id=None,
+                 detail=None, exit_code=None):
+        super(LockLost, self).__init__(message, kind="lost", detail=detail, exit_code=exit_code)
+        self.reason = reason
+        self.name = name
+        self.reservation_id = reservation_id
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTPConnection over a unix socket."""
+# -- argument checks -------------------------------------------------------------------
 
-    def __init__(self, path, timeout=None):
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
 
-    def connect(self):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def _as_text(value, what):
+    """value as text (unicode on Python 2); TypeError if it is not a string."""
+    if not isinstance(value, _string_types):
+        raise TypeError("%s must be a string, not %s" % (what, type(value).__name__))
+    if isinstance(value, bytes):  # Python 2 str
         try:
-            if isinstance(self.timeout, (int, float)):
-                sock.settimeout(self.timeout)
-            sock.connect(self._path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("%s is not valid UTF-8" % what)
+    return value
 
 
-def _connection(address, timeout):
-    """An HTTP connection to ``host:port``, ``[v6]:port`` or ``unix:/path``."""
-    if address.startswith("unix:"):
-        return _UnixHTTPConnection(address[len("unix:"):], timeout=timeout)
-    if address.startswith("http://"):
-        address = address[len("http://"):].rstrip("/")
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError("sidecar address must be HOST:PORT or unix:/path, not %r" % (address,))
-    return http.client.HTTPConnection(host.strip("[]"), int(port), timeout=timeout)
+def _control_char(text):
+    """The first control character in text, or None."""
+    for i, c in enumerate(text):
+        if unicodedata.category(c) in ("Cc", "Zl", "Zp"):
+            return i, c
+    return None
+
+
+def _check_name(name):
+    """Return the lock name as text, or raise ValueError naming the problem.
+
+    csmutex sends the name to CloudShell as a service alias; these names could not be
+    sent faithfully, or would not mean what the caller thinks.
+    """
+    if name is None:
+        raise ValueError('lock name must not be None (the default is "%s")' % DEFAULT_NAME)
+    text = _as_text(name, "lock name")
+    if text == u"":
+        raise ValueError('lock name must not be empty (the default is "%s"; pass name="%s" or leave it out)'
+                         % (DEFAULT_NAME, DEFAULT_NAME))
+    if not text.strip():
+        raise ValueError("lock name must not be only whitespace: %r" % (text,))
+    bad = _control_char(text)
+    if bad is not None:
+        raise ValueError("lock name must not contain control characters: %r at position %d of %r"
+                         % (bad[1], bad[0], text))
+    if text != text.strip():
+        raise ValueError("lock name must not start or end with whitespace: %r" % (text,))
+    if u".break." in text:
+        raise ValueError('lock name must not contain ".break." (reserved for csmutex\'s break locks): %r'
+                         % (text,))
+    if len(text) > MAX_NAME_LENGTH:
+        raise ValueError("lock name is %d characters long; the limit is %d" % (len(text), MAX_NAME_LENGTH))
+    return text
+
+
+def _check_reservation_id(reservation_id):
+    if reservation_id is None:
+        raise ValueError("reservation_id is required")
+    text = _as_text(reservation_id, "reservation_id").strip()
+    if not text:
+        raise ValueError("reservation_id is required")
+    if _control_char(text) is not None or len(text) > 256:
+        raise ValueError("reservation_id is malformed: %r" % (text,))
+    return text
+
+
+def _check_owner(owner):
+    text = _as_text(owner, "owner")
+    bad = _control_char(text)
+    if bad is not None:
+        raise ValueError("owner must not contain control characters: %r at position %d" % (bad[1], bad[0]))
+    if len(text) > 256:
+        raise ValueError("owner is %d characters long; the limit is 256" % len(text))
+    return text
 
 
 def _seconds(value, what):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError("%s must be a number of seconds" % what)
-    return float(value)
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("%s must be a finite number of seconds" % what)
+    return value
+
+
+def _native(text):
+    """A str for argv and the environment: bytes on Python 2, text on Python 3."""
+    if _PY2 and isinstance(text, _text_type):
+        return text.encode("utf-8")
+    return text
 
 
 def _default_owner():
     return "%s:%d/%s" % (socket.gethostname(), os.getpid(), threading.current_thread().name)
 
 
-def _error_from(status, raw):
-    """The exception for a non-200 answer of the sidecar."""
+def _redact(text, secrets):
+    for s in secrets:
+        if s and len(s) >= 3:
+            text = text.replace(s, "[REDACTED]")
+    return text
+
+
+def _fmt_seconds(s):
+    if s is None:
+        return "?"
+    if s < 10:
+        return ("%.2f" % s).rstrip("0").rstrip(".") + "s"
+    return "%.0fs" % s
+
+
+# -- the CloudShell command context ------------------------------------------------------
+
+
+def _get(obj, attr):
+    """obj.attr, or obj[attr] for dict-like contexts; None when absent or empty."""
+    if obj is None:
+        return None
+    value = getattr(obj, attr, None)
+    if value is None and isinstance(obj, dict):
+        value = obj.get(attr)
+    if isinstance(value, _string_types) and not value.strip():
+        return None
+    return value
+
+
+class _ContextSettings(object):
+    """What a CloudShell driver command's context says about where and how to lock."""
+
+    def __init__(self, context, port=None, scheme=None):
+        if context is None:
+            raise ValueError("context is required (the driver command's context argument)")
+        conn = _get(context, "connectivity")
+        if conn is None:
+            raise ValueError("context has no connectivity: pass the context CloudShell gives the driver command")
+        res = _get(context, "reservation") or _get(context, "remote_reservation")
+        if res is None:
+            raise ValueError("context has no reservation (nor remote_reservation): this command does not run in a "
+                             "sandbox (an autoload or resource-only context cannot lock a reservation)")
+        self.reservation_id = _get(res, "reservation_id")
+        if self.reservation_id is None:
+            raise ValueError("context.reservation has no reservation_id")
+        self.domain = _get(res, "domain")
+        self.host = _get(conn, "server_address")
+        if self.host is None:
+            raise ValueError("context.connectivity has no server_address")
+        self.token = _get(conn, "admin_auth_token")
+        if self.token is None:
+            raise ValueError("context.connectivity has no admin_auth_token")
+        if port is None:
+            port = _get(conn, "cloudshell_api_port")
+        if port is not None:
+            try:
+                port = int(port)
+            except (TypeError, ValueError):
+                raise ValueError("the CloudShell API port must be a number, not %r" % (port,))
+        self.port = port
+        if scheme is None:
+            scheme = _get(conn, "cloudshell_api_scheme")
+        self.scheme = scheme.strip().lower() if isinstance(scheme, _string_types) else None
+        resource = _get(context, "resource")
+        self.resource_name = _get(resource, "name")
+
+    def cloudshell(self):
+        """The sidecar's "cloudshell" request object: admin token logon (SecureLogon)."""
+        c = {"host": self.host, "token": self.token}
+        if self.domain:
+            c["domain"] = self.domain
+        if self.port:
+            c["port"] = self.port
+        if self.scheme:
+            c["scheme"] = self.scheme
+        return c
+
+    def env(self):
+        """The CLOUDSHELL_* settings for csmutex run (token logon)."""
+        e = {"CLOUDSHELL_HOST": self.host, "CLOUDSHELL_TOKEN": self.token}
+        if self.domain:
+            e["CLOUDSHELL_DOMAIN"] = self.domain
+        if self.port:
+            e["CLOUDSHELL_PORT"] = str(self.port)
+        if self.scheme:
+            e["CLOUDSHELL_SCHEME"] = self.scheme
+        return e
+
+    def owner(self):
+        if self.resource_name:
+            return "%s@%s" % (self.resource_name, _default_owner())
+        return None
+
+
+# -- interrupting the thread that holds the lock -----------------------------------------
+
+
+def _async_raiser():
+    """PyThreadState_SetAsyncExc through ctypes (CPython), or None."""
     try:
-        body = json.loads(raw.decode("utf-8", "replace"))
-        message, kind, holder = body.get("error", ""), body.get("kind"), body.get("holder")
-    except ValueError:
-        message, kind, holder = raw.decode("utf-8", "replace")[:500], None, None
-    message = message or "HTTP %d" % status
-    if status == 409:
-        return LockNotObtained(message, holder=holder or None, status=status, kind=kind or "timeout")
-    return SidecarError("sidecar: %s (HTTP %d)" % (message, status), status=status, kind=kind)
+        import ctypes
+        fn = ctypes.pythonapi.PyThreadState_SetAsyncExc
+    except (ImportError, AttributeError):
+        return None
+    id_type = ctypes.c_ulong if sys.version_info >= (3, 7) else ctypes.c_long
+
+    def raise_in(ident, exc_type):
+        return fn(id_type(ident), ctypes.py_object(exc_type) if exc_type is not None else None)
+
+    return raise_in
 
 
-class SidecarMutex:
+def _is_main_thread(t):
+    main = getattr(threading, "main_thread", None)
+    if main is not None:
+        return t is main()
+    return isinstance(t, getattr(threading, "_MainThread", ()))  # Python 2
+
+
+def _default_sigint():
+    """True if SIGINT has Python's default handler (the one that raises KeyboardInterrupt)."""
+    try:
+        import signal
+        return signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    except Exception:  # noqa: BLE001 - no signal module, or no SIGINT
+        return False
+
+
+class _Interrupter(object):
+    """Raises KeyboardInterrupt in the thread that took the lock, once, when it is lost.
+
+    In the main thread through ``_thread.interrupt_main`` (``thread.interrupt_main`` on
+    Python 2) while SIGINT has Python's default handler; otherwise (SIGINT ignored, as in
+    processes started in the background, or a handler of the driver host's own, which must
+    not run) and in other threads through CPython's PyThreadState_SetAsyncExc. Either way
+    the exception arrives when that thread next runs Python code: a blocking call (a
+    sleep, a socket read) finishes first. KeyboardInterrupt, because ``except Exception``
+    does not swallow it; the with statement and run_locked turn it into LockLost.
+    """
+
+    def __init__(self):
+        self.thread = threading.current_thread()
+        self.main = _is_main_thread(self.thread)
+        self._raise_in = _async_raiser()
+        if self._raise_in is None and not (self.main and _default_sigint()):
+            raise ValueError("interrupt=True needs CPython, or the main thread with the default SIGINT handler")
+        self._lock = threading.Lock()
+        self._armed = True
+        self._async = False
+        self.fired = False
+
+    def fire(self):
+        with self._lock:
+            if not self._armed or self.fired:
+                return
+            self.fired = True
+            self._async = not (self.main and _default_sigint()) and self._raise_in is not None
+        if self._async:
+            self._raise_in(self.thread.ident, KeyboardInterrupt)
+        elif self.main and _default_sigint():
+            _thread.interrupt_main()
+        # else: the handler changed since acquire and there is no safe way: check() reports it
+
+    def disarm(self):
+        """No more interrupts from now on; returns whether one was sent."""
+        with self._lock:
+            self._armed = False
+            return self.fired
+
+    def absorb(self):
+        """Take a sent interrupt that has not arrived yet, so that it cannot hit later code.
+
+        Called in the interrupted thread, after disarm, when the interrupt did not show.
+        """
+        if not self.fired or threading.current_thread() is not self.thread:
+            return
+        if self._async:
+            self._raise_in(self.thread.ident, None)  # cancels a pending one
+        deadline = _monotonic() + (0.05 if self._async else 0.5)
+        try:
+            while _monotonic() < deadline:
+                time.sleep(0.005)
+        except KeyboardInterrupt:
+            pass
+
+
+# -- a minimal HTTP/1.1 client (http.client differs too much between 2.7 and 3.x) ---------
+
+
+def _parse_address(address):
+    """("unix", path) or ("tcp", (host, port)) for HOST:PORT, [V6]:PORT, http://... or unix:/path."""
+    if not isinstance(address, _string_types):
+        raise TypeError("sidecar address must be a string")
+    if address.startswith("unix:"):
+        path = address[len("unix:"):]
+        if not path:
+            raise ValueError("sidecar address unix: needs a path, e.g. unix:/run/csmutex.sock")
+        return "unix", path
+    if address.startswith("http://"):
+        address = address[len("http://"):].rstrip("/")
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError("sidecar address must be HOST:PORT or unix:/path, not %r" % (address,))
+    return "tcp", (host.strip("[]"), int(port))
+
+
+def _connect(address, timeout):
+    kind, target = _parse_address(address)
+    if kind == "tcp":
+        return socket.create_connection(target, timeout=timeout)
+    if not hasattr(socket, "AF_UNIX"):
+        raise SidecarError("unix sockets are not available on this platform: use HOST:PORT")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(target)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _HTTPError(Exception):
+    pass
+
+
+class _Response(object):
+    """The status, headers and a line reader over the (possibly chunked) body."""
+
+    def __init__(self, sock):
+        self._f = sock.makefile("rb")
+        status_line = self._f.readline(_MAX_READ)
+        parts = status_line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+            raise _HTTPError("not an HTTP answer: %r" % (status_line[:80],))
+        self.status = int(parts[1])
+        self.headers = {}
+        while True:
+            line = self._f.readline(_MAX_READ)
+            if not line:
+                raise _HTTPError("connection closed in the headers")
+            line = line.strip()
+            if not line:
+                break
+            key, _, value = line.partition(b":")
+            self.headers[key.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+        self._chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
+        length = self.headers.get("content-length")
+        self._left = int(length) if length and length.isdigit() else None
+        self._buf = b""
+        self._eof = False
+
+    def _fill(self):
+        """Read more of the body into the buffer; False at its end."""
+        if self._eof:
+            return False
+        if self._chunked:
+            line = self._f.readline(_MAX_READ)
+            if not line:
+                raise _HTTPError("connection closed in the body")
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise _HTTPError("bad chunk size %r" % (line[:40],))
+            if size == 0:
+                self._eof = True
+                return False
+            data = self._f.read(size)
+            if len(data) < size or self._f.read(2) != b"\r\n":
+                raise _HTTPError("connection closed in the body")
+        elif self._left is not None:
+            if self._left == 0:
+                self._eof = True
+                return False
+            data = self._f.read(min(self._left, _MAX_READ))
+            if not data:
+                raise _HTTPError("connection closed in the body")
+            self._left -= len(data)
+        else:
+            data = self._f.readline(_MAX_READ)
+            if not data:
+                self._eof = True
+                return False
+        self._buf += data
+        return True
+
+    def readline(self):
+        """One line of the body (with its newline); b"" at the end."""
+        while True:
+            i = self._buf.find(b"\n")
+            if i >= 0:
+                line, self._buf = self._buf[:i + 1], self._buf[i + 1:]
+                return line
+            if len(self._buf) > _MAX_READ or not self._fill():
+                line, self._buf = self._buf, b""
+                return line
+
+    def read(self):
+        """The rest of the body (at most _MAX_READ bytes)."""
+        try:
+            while len(self._buf) < _MAX_READ and self._fill():
+                pass
+        except _HTTPError:
+            pass
+        return self._buf[:_MAX_READ]
+
+    def close(self):
+        self._f.close()
+
+
+def _post(sock, address, path, payload, bearer=None):
+    kind, target = _parse_address(address)
+    host = "localhost" if kind == "unix" else ("[%s]:%d" % target if ":" in target[0] else "%s:%d" % target)
+    head = ("POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+            "Accept: application/x-ndjson\r\nContent-Length: %d\r\n" % (path, host, len(payload)))
+    if bearer:
+        head += "Authorization: Bearer %s\r\n" % bearer
+    sock.sendall((head + "\r\n").encode("ascii") + payload)
+    return _Response(sock)
+
+
+def _read_token_file(path):
+    """The bearer token in the sidecar's --auth-token-file."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(4097)
+    except _OS_ERRORS as e:
+        raise SidecarError("cannot read the sidecar's token file %s: %s" % (path, getattr(e, "strerror", e) or e),
+                           kind="unauthenticated")
+    token = raw.decode("utf-8", "replace").strip()
+    if not token or len(raw) > 4096 or any(c.isspace() or ord(c) < 33 or ord(c) > 126 for c in token):
+        raise SidecarError("the sidecar's token file %s does not hold one token" % path, kind="unauthenticated")
+    return token
+
+
+def _json(raw):
+    value = json.loads(raw.decode("utf-8", "replace"))
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
+# -- holder and wait time, from the sidecar's or csmutex's words -------------------------
+
+_TOKEN_RE = re.compile(r"^(.*?) \(token ([0-9A-Fa-f]+)\)$")
+_DURATION_PART = re.compile(u"(\\d+(?:\\.\\d*)?|\\.\\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_DURATION_UNITS = {u"ns": 1e-9, u"us": 1e-6, u"\u00b5s": 1e-6, u"\u03bcs": 1e-6, u"ms": 1e-3, u"s": 1.0,
+                   u"m": 60.0, u"h": 3600.0}
+
+
+def _go_duration(text):
+    """Seconds in a Go duration string ("301ms", "1m30.5s"), or None."""
+    if not isinstance(text, _string_types):
+        return None
+    text = text.strip()
+    if not text:
+        return None
+    total, pos = 0.0, 0
+    for m in _DURATION_PART.finditer(text):
+        if m.start() != pos:
+            return None
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    return total if pos == len(text) else None
+
+
+def _split_holder(text):
+    """(label, token) from csmutex's "label (token 0123abcd)"; (None, None) if unknown."""
+    if not text:
+        return None, None
+    text = text.strip()
+    if text in ("nobody", "an unknown holder"):
+        return None, None
+    m = _TOKEN_RE.match(text)
+    if m:
+        return m.group(1), m.group(2)
+    return text, None
+
+
+# "... held by LABEL (token 0123abcd)" in csmutex's and the sidecar's messages.
+_HELD_BY_RE = re.compile(r"held by (.+? \(token [0-9A-Fa-f]+\)|legacy holder \".*?\"|a legacy holder \(no owner "
+                         r"recorded\)|an unknown holder|\S+)")
+_WAITED_RE = re.compile(u"(?:gave up|timed out) after ([0-9][0-9a-z.\u00b5\u03bc]*)")
+
+
+def _holder_from_text(text):
+    m = _HELD_BY_RE.search(text or "")
+    return _split_holder(m.group(1)) if m else (None, None)
+
+
+def _waited_from_text(text):
+    m = _WAITED_RE.search(text or "")
+    return _go_duration(m.group(1)) if m else None
+
+
+def _not_obtained_message(name, reservation_id, holder, waited):
+    msg = 'lock "%s" in reservation %s not obtained' % (name, reservation_id)
+    if waited is not None:
+        msg += " after %s" % _fmt_seconds(waited)
+    return msg + ": held by %s" % (holder or "an unknown holder")
+
+
+# -- SidecarMutex --------------------------------------------------------------------------
+
+
+class SidecarMutex(object):
     """A reservation lock held through the csmutex sidecar, in stream mode.
 
     ``acquire`` (or entering the ``with`` block) asks the sidecar for the lock and waits up
@@ -149,12 +675,14 @@ class SidecarMutex:
 
     A daemon thread reads the sidecar's heartbeat lines. If the sidecar reports the lock
     lost, or goes away, ``lost`` becomes True and ``check()`` raises ``LockLost``: call it
-    before each step that must not run without the lock.
+    before each step that must not run without the lock. With ``interrupt=True`` the
+    thread that took the lock also gets a KeyboardInterrupt at once, and leaving the
+    ``with`` block raises LockLost.
 
     Arguments:
         reservation_id: the CloudShell reservation (sandbox) id.
         name: the lock name (the alias of the lock service); "MUTEX" matches the public
-            Reservation-Mutex-Lock snippet.
+            Reservation-Mutex-Lock snippet. ValueError if csmutex could not send it.
         timeout: seconds to wait for the lock.
         address: "127.0.0.1:7369" (default, or $CSMUTEX_SIDECAR) or "unix:/path".
         owner: label recorded as the lock's owner (default host:pid/thread).
@@ -163,35 +691,63 @@ class SidecarMutex:
         lease: optional lease in seconds (see csmutex docs); default: the sidecar's.
         heartbeat_timeout: seconds without any line from the sidecar after which the lock
             is considered lost (the sidecar writes one every 5 s by default).
+        interrupt: on loss, raise KeyboardInterrupt in the thread that took the lock
+            instead of waiting for it to call check().
+        auth_token_file: the file of a sidecar started with --auth-token-file (default
+            $CSMUTEX_SIDECAR_TOKEN_FILE); its token is sent as "Authorization: Bearer".
 
-    One instance is one acquisition at a time; use one instance per thread.
+    ``SidecarMutex.from_context(context, ...)`` takes all of it from a driver command's
+    context. One instance is one acquisition at a time; use one instance per thread.
     """
 
-    def __init__(self, reservation_id, name="MUTEX", timeout=300, address=None, owner=None,
-                 cloudshell=None, lease=None, heartbeat_timeout=30.0):
-        if not reservation_id or not str(reservation_id).strip():
-            raise ValueError("reservation_id is required")
-        self.reservation_id = str(reservation_id)
-        self.name = name
+    def __init__(self, reservation_id, name=DEFAULT_NAME, timeout=300, address=None, owner=None,
+                 cloudshell=None, lease=None, heartbeat_timeout=30.0, interrupt=False, auth_token_file=None):
+        self.reservation_id = _check_reservation_id(reservation_id)
+        self.name = _check_name(name)
         self.timeout = _seconds(timeout, "timeout")
         if self.timeout < 0:
             raise ValueError("timeout must not be negative")
         self.address = address or os.environ.get("CSMUTEX_SIDECAR") or DEFAULT_ADDRESS
-        self.owner = owner or _default_owner()
+        _parse_address(self.address)
+        self.owner = _check_owner(owner) if owner else _default_owner()
+        if cloudshell is not None and not isinstance(cloudshell, dict):
+            raise TypeError("cloudshell must be a dict (host, port, scheme, user, password, domain, token)")
         self._cloudshell = dict(cloudshell) if cloudshell else None
         self.lease = None if lease is None else _seconds(lease, "lease")
-        self.heartbeat_timeout = heartbeat_timeout
+        self.heartbeat_timeout = _seconds(heartbeat_timeout, "heartbeat_timeout")
+        if self.heartbeat_timeout <= 0:
+            raise ValueError("heartbeat_timeout must be positive")
+        self.interrupt = bool(interrupt)
+        self.auth_token_file = auth_token_file or os.environ.get("CSMUTEX_SIDECAR_TOKEN_FILE") or None
         self.token = None
-        self._conn = None
+        self.waited = None
         self._sock = None
         self._resp = None
         self._reader = None
+        self._interrupter = None
         self._state = threading.Lock()
         self._closing = False
         self._lost_reason = None
 
+    @classmethod
+    def from_context(cls, context, name=DEFAULT_NAME, timeout=300, address=None, owner=None, lease=None,
+                     heartbeat_timeout=30.0, interrupt=False, port=None, scheme=None, auth_token_file=None):
+        """The lock of the reservation a CloudShell driver command runs in.
+
+        Reads ``context.connectivity.server_address`` and ``.admin_auth_token`` (and
+        ``.cloudshell_api_port`` / ``.cloudshell_api_scheme`` when present; ``port`` and
+        ``scheme`` override them), the reservation id and domain from
+        ``context.reservation`` (``context.remote_reservation`` for resource remote
+        commands). The sidecar logs on with the admin token (SecureLogon) in that domain.
+        The owner label defaults to ``<resource name>@host:pid/thread``.
+        """
+        s = _ContextSettings(context, port=port, scheme=scheme)
+        return cls(s.reservation_id, name=name, timeout=timeout, address=address, owner=owner or s.owner(),
+                   cloudshell=s.cloudshell(), lease=lease, heartbeat_timeout=heartbeat_timeout,
+                   interrupt=interrupt, auth_token_file=auth_token_file)
+
     def __repr__(self):
-        # Never the cloudshell dict: it may hold a password.
+        # Never the cloudshell dict: it may hold a password or token.
         return "SidecarMutex(reservation_id=%r, name=%r, address=%r, held=%r)" % (
             self.reservation_id, self.name, self.address, self.held)
 
@@ -213,20 +769,31 @@ class SidecarMutex:
         with self._state:
             return self._lost_reason
 
+    def _lost_error(self, reason):
+        return LockLost('lock "%s" in reservation %s was lost: %s' % (self.name, self.reservation_id, reason),
+                        reason=reason, name=self.name, reservation_id=self.reservation_id)
+
     def check(self):
         """Raise LockLost if the lock is no longer held."""
         reason = self.lost_reason
         if reason is not None:
-            raise LockLost("lock %r in reservation %s was lost: %s" % (self.name, self.reservation_id, reason))
+            raise self._lost_error(reason)
         if self._resp is None:
-            raise LockLost("lock %r in reservation %s is not held" % (self.name, self.reservation_id))
+            raise LockLost('lock "%s" in reservation %s is not held' % (self.name, self.reservation_id),
+                           reason="not held", name=self.name, reservation_id=self.reservation_id)
 
     # -- acquire / release -----------------------------------------------------------
+
+    def _secrets(self):
+        c = self._cloudshell or {}
+        return [v for v in (c.get("password"), c.get("token")) if isinstance(v, _string_types)]
 
     def acquire(self):
         """Take the lock, waiting up to ``timeout``. Raises LockNotObtained or SidecarError."""
         if self._resp is not None:
             raise RuntimeError("SidecarMutex is already held; use one instance per acquisition")
+        interrupter = _Interrupter() if self.interrupt else None
+        bearer = _read_token_file(self.auth_token_file) if self.auth_token_file else None
         body = {"reservation_id": self.reservation_id, "name": self.name, "owner": self.owner,
                 "timeout": self.timeout, "mode": "stream"}
         if self.lease is not None:
@@ -234,42 +801,75 @@ class SidecarMutex:
         if self._cloudshell:
             body["cloudshell"] = self._cloudshell
         payload = json.dumps(body).encode("utf-8")
-        del body  # holds the password, if any
+        del body  # holds the password or token, if any
 
-        conn = _connection(self.address, timeout=self.timeout + _ANSWER_GRACE)
+        start = _monotonic()
+        sock = resp = None
+        failure = None
         try:
-            try:
-                conn.connect()
-                sock = conn.sock
-                conn.request("POST", "/v1/acquire", body=payload,
-                             headers={"Content-Type": "application/json", "Accept": "application/x-ndjson"})
-                resp = conn.getresponse()
-            except (OSError, http.client.HTTPException) as e:
-                raise SidecarError("cannot reach the csmutex sidecar at %s: %s" % (self.address, e)) from None
+            sock = _connect(self.address, self.timeout + _ANSWER_GRACE)
+            resp = _post(sock, self.address, "/v1/acquire", payload, bearer)
             if resp.status != 200:
-                raise _error_from(resp.status, resp.read())
-            try:
-                first = json.loads(resp.readline().decode("utf-8"))
-            except (OSError, ValueError, http.client.HTTPException) as e:
-                raise SidecarError("bad answer from the sidecar: %s" % (e,)) from None
-            if first.get("status") != "acquired":
-                raise SidecarError("sidecar: lock not acquired: %s" % (first.get("error") or first,))
+                failure = self._error_from(resp.status, resp.read(), _monotonic() - start)
+            else:
+                line = resp.readline()
+                try:
+                    first = _json(line)
+                except ValueError:
+                    first = None
+                if first is None:
+                    failure = SidecarError("bad answer from the csmutex sidecar at %s: %r" % (self.address, line[:200]))
+                elif first.get("status") != "acquired":
+                    failure = SidecarError("csmutex sidecar: lock not acquired: %s"
+                                           % (first.get("error") or first.get("status"),), kind=first.get("kind"))
+        except (_OS_ERRORS + (_HTTPError,)) as e:
+            failure = SidecarError("cannot reach the csmutex sidecar at %s: %s" % (self.address, e))
         except BaseException:
-            conn.close()
+            _close_quietly(resp, sock)
             raise
+        if failure is not None:
+            _close_quietly(resp, sock)
+            raise failure
 
         self.token = first.get("token")
-        self._conn, self._sock, self._resp = conn, sock, resp
+        self.waited = _go_duration(first.get("waited"))
+        self._sock, self._resp = sock, resp
         with self._state:
             self._closing = False
             self._lost_reason = None
+        self._interrupter = interrupter
         try:
             sock.settimeout(self.heartbeat_timeout)
-        except OSError:
+        except _OS_ERRORS:
             pass
-        self._reader = threading.Thread(target=self._read, name="csmutex-sidecar-reader", daemon=True)
+        self._reader = threading.Thread(target=self._read, name="csmutex-sidecar-reader")
+        self._reader.daemon = True
         self._reader.start()
         return self
+
+    def _error_from(self, status, raw, elapsed):
+        """The exception for a non-200 answer of the sidecar."""
+        try:
+            body = _json(raw)
+            message, kind, holder, waited = body.get("error"), body.get("kind"), body.get("holder"), body.get("waited")
+        except ValueError:
+            body, message, kind, holder, waited = {}, raw.decode("utf-8", "replace")[:500].strip(), None, None, None
+        message = _redact(message or "HTTP %d" % status, self._secrets())
+        if status == 409:
+            text_holder, token = _holder_from_text(message)
+            holder = holder or text_holder
+            if holder and token is None:
+                token = _holder_from_text("held by " + holder)[1]
+                holder = _split_holder(holder)[0]
+            waited = _go_duration(waited)
+            if waited is None:
+                waited = elapsed
+            return LockNotObtained(_not_obtained_message(self.name, self.reservation_id, holder, waited),
+                                   holder=holder, holder_token=token, waited=waited, timeout=self.timeout,
+                                   name=self.name, reservation_id=self.reservation_id, status=status,
+                                   kind=kind or "timeout", detail=message)
+        return SidecarError("csmutex sidecar: %s (HTTP %d)" % (message, status), status=status, kind=kind,
+                            detail=message)
 
     def _read(self):
         resp = self._resp
@@ -280,7 +880,7 @@ class SidecarMutex:
                     self._mark_lost("the sidecar closed the connection")
                     return
                 try:
-                    msg = json.loads(line.decode("utf-8"))
+                    msg = _json(line)
                 except ValueError:
                     continue
                 status = msg.get("status")
@@ -289,38 +889,47 @@ class SidecarMutex:
                 self._mark_lost(msg.get("error") or status or "unknown status")
                 return
         except socket.timeout:
-            self._mark_lost("no heartbeat from the sidecar for %ss" % (self.heartbeat_timeout,))
-        except Exception as e:  # noqa: BLE001 - OSError, HTTPException, or http.client's own
-            # errors when release() closes the response under this thread: all mean the
-            # connection is gone (ignored if we closed it ourselves).
+            self._mark_lost("no heartbeat from the sidecar for %s" % _fmt_seconds(self.heartbeat_timeout))
+        except Exception as e:  # noqa: BLE001 - OSError, ValueError when release() closes the
+            # file under this thread, _HTTPError: all mean the connection is gone (ignored
+            # if we closed it ourselves).
             self._mark_lost("connection to the sidecar failed: %s" % (e,))
 
     def _mark_lost(self, reason):
         with self._state:
-            if not self._closing and self._lost_reason is None:
-                self._lost_reason = reason
+            if self._closing or self._lost_reason is not None:
+                return
+            self._lost_reason = reason
+            interrupter = self._interrupter
+        if interrupter is not None:
+            interrupter.fire()
 
     def release(self):
         """Release the lock: close the connection; the sidecar releases at once."""
-        if self._resp is None:
-            return
+        self._release()
+
+    def _release(self):
+        """Release; returns the interrupter if it sent an interrupt. Safe to call again if an
+        interrupt lands in it: each step is idempotent until the fields are cleared."""
+        sock = self._sock
+        if sock is None:
+            return None
         with self._state:
-            self._closing = True
-        conn, sock, resp, reader = self._conn, self._sock, self._resp, self._reader
-        self._conn = self._sock = self._resp = self._reader = None
+            self._closing = True  # from here on, no loss is reported and no interrupt sent
+        interrupter = self._interrupter
+        fired = interrupter is not None and interrupter.disarm()
         # shutdown() sends the FIN now and wakes the reader thread, whatever other
-        # references to the socket remain.
+        # references to the socket remain: the sidecar releases the lock at once.
         try:
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
+        except _OS_ERRORS:
             pass
-        for c in (resp, conn, sock):
-            try:
-                c.close()
-            except Exception:  # noqa: BLE001 - closing must not fail the caller
-                pass
+        resp, reader = self._resp, self._reader
+        self._sock = self._resp = self._reader = self._interrupter = None
+        _close_quietly(resp, sock)
         if reader is not None and reader is not threading.current_thread():
             reader.join(1.0)
+        return interrupter if fired else None
 
     close = release
 
@@ -328,8 +937,24 @@ class SidecarMutex:
         return self.acquire()
 
     def __exit__(self, exc_type, exc, tb):
-        self.release()
-        return False
+        interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+        interrupter = self._interrupter
+        try:
+            fired = self._release()
+            if fired is not None and not interrupted:
+                fired.absorb()  # sent, but the block ended before it arrived
+        except KeyboardInterrupt as e:
+            if interrupter is None or not interrupter.fired:
+                raise  # a real Ctrl-C
+            self._release()  # it landed in release: finish
+            interrupted, exc = True, e
+        if interrupter is None or not interrupter.fired:
+            return False
+        if exc_type is not None and not interrupted:
+            return False  # the block's own exception goes on
+        err = self._lost_error(self.lost_reason or "interrupted")
+        err.__cause__ = exc
+        raise err
 
     def __del__(self):
         try:
@@ -338,48 +963,112 @@ class SidecarMutex:
             pass
 
 
-# -- csmutex run ---------------------------------------------------------------------
+def _close_quietly(*things):
+    for t in things:
+        if t is None:
+            continue
+        try:
+            t.close()
+        except Exception:  # noqa: BLE001 - closing must not fail the caller
+            pass
+
+
+# -- csmutex run -----------------------------------------------------------------------
 
 # The child csmutex run starts: says READY once running (so the lock is held), then
 # blocks until its stdin closes.
 _READY_SCRIPT = "import sys\nsys.stdout.write('READY\\n')\nsys.stdout.flush()\nsys.stdin.read()\n"
 
-# csmutex run logs "... held by LABEL (token 0123abcd) ..." when it gives up.
-_HOLDER_RES = (re.compile(r"held by (.+?) \(token [0-9a-f]+\)"), re.compile(r"held by (\S+)"))
-
-
-def _run_argv(csmutex, reservation_id, name, timeout, csmutex_args):
-    if not reservation_id:
-        raise ValueError("reservation_id is required")
-    timeout = _seconds(timeout, "timeout")
-    if timeout < 0:
+def _run_options(kwargs, context_settings=None):
+    """Pop run_locked's own keyword arguments from kwargs; the rest go to func / Popen."""
+    o = {"csmutex": kwargs.pop("csmutex", "csmutex"), "name": kwargs.pop("name", DEFAULT_NAME),
+         "timeout": kwargs.pop("timeout", 300), "env": kwargs.pop("env", None),
+         "csmutex_args": kwargs.pop("csmutex_args", ()), "interrupt": kwargs.pop("interrupt", False)}
+    o["name"] = _check_name(o["name"])
+    o["timeout"] = _seconds(o["timeout"], "timeout")
+    if o["timeout"] < 0:
         raise ValueError("timeout must not be negative")
-    return [csmutex, "run", "-r", str(reservation_id), "--name", name, "-w", repr(timeout)] + list(csmutex_args) + ["--"]
+    if isinstance(o["csmutex_args"], _string_types):
+        raise TypeError("csmutex_args must be a list of arguments, not a string")
+    env = dict(os.environ)
+    if context_settings is not None:
+        # The context says where and how to log on: no user or password of this process's
+        # environment goes along (the token would win anyway).
+        for k in ("CLOUDSHELL_USER", "CLOUDSHELL_PASSWORD"):
+            env.pop(k, None)
+        env.update(context_settings.env())
+    if o["env"]:
+        env.update(o["env"])
+    o["full_env"] = dict((_native(k), _native(v)) for k, v in env.items())
+    o["secrets"] = [env.get("CLOUDSHELL_PASSWORD"), env.get("CLOUDSHELL_TOKEN")]
+    return o
 
 
-def _env(env):
-    full = dict(os.environ)
-    if env:
-        full.update(env)
-    return full
+def _run_argv(reservation_id, o, json_logs):
+    argv = [o["csmutex"], "run", "--reservation=" + reservation_id, "--name=" + o["name"],
+            "--timeout=" + repr(o["timeout"])]
+    if json_logs:
+        argv.append("--log-format=json")  # structured, so failures can be reported cleanly
+    return [_native(a) for a in argv + list(o["csmutex_args"]) + ["--"]]
 
 
-def _holder_from(stderr_text):
-    for line in reversed(stderr_text.splitlines()):
-        for pattern in _HOLDER_RES:
-            m = pattern.search(line)
-            if m:
-                return m.group(1)
-    return None
+_CONSOLE_PREFIX = re.compile(r"^\d\d:\d\d:\d\d(?:\.\d+)? +(?:TRC|DBG|INF|WRN|ERR|FTL|PNC|\?\?\?) +")
 
 
-def _tail(text, lines=5):
-    return "\n".join(text.strip().splitlines()[-lines:])
+def _csmutex_report(stderr_text, secrets):
+    """(detail, holder, token, waited) from csmutex run's stderr.
+
+    csmutex logs JSON lines (--log-format json); the last error line says why it stopped.
+    Console lines (if csmutex_args chose them) are read too, without their time and level.
+    """
+    detail, holder_field = None, None
+    fallback = None
+    for line in stderr_text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        rec = None
+        if line.startswith("{"):
+            try:
+                rec = _json(line.encode("utf-8"))
+            except ValueError:
+                rec = None
+        if rec is None:
+            text = _CONSOLE_PREFIX.sub("", line)
+            if (text != line and " ERR " in line[:20]) or text.startswith("lock not obtained"):
+                detail = text
+            fallback = text
+            continue
+        if isinstance(rec.get("holder"), _string_types):
+            holder_field = rec["holder"]
+        if rec.get("level") in ("error", "fatal", "panic"):
+            detail = rec.get("message") or ""
+            if rec.get("error"):
+                detail = "%s: %s" % (detail, rec["error"]) if detail else rec["error"]
+    detail = _redact((detail or fallback or "").strip(), secrets)
+    holder, token = _holder_from_text(detail)
+    if holder is None and holder_field:
+        holder, token = _split_holder(holder_field)
+    return detail, holder, token, _waited_from_text(detail)
 
 
-def run_locked(reservation_id, func, *args, csmutex="csmutex", name="MUTEX", timeout=300, env=None,
-               csmutex_args=(), **kwargs):
+def _strip_prefix(detail, prefix="lock not obtained: "):
+    return detail[len(prefix):] if detail.startswith(prefix) else detail
+
+
+def _popen_kwargs():
+    return {"close_fds": os.name != "nt"}
+
+
+def run_locked(reservation_id, func, *args, **kwargs):
     """Call ``func(*args, **kwargs)`` while ``csmutex run`` holds the reservation's lock.
+
+    Keyword arguments taken by run_locked itself (never passed to func): ``csmutex``
+    (path of the binary, default "csmutex"), ``name`` (default "MUTEX"), ``timeout``
+    (seconds, default 300), ``env`` (added to this process's environment for csmutex,
+    e.g. CLOUDSHELL_HOST, CLOUDSHELL_USER, CLOUDSHELL_PASSWORD or CLOUDSHELL_TOKEN),
+    ``csmutex_args`` (extra ``csmutex run`` flags such as ``["--lease", "90s"]``) and
+    ``interrupt`` (on loss, raise KeyboardInterrupt in this thread at once).
 
     csmutex starts a tiny child process once it holds the lock; the child says READY, then
     waits on its stdin. ``func`` runs here, in this process; then the child's stdin is
@@ -388,47 +1077,64 @@ def run_locked(reservation_id, func, *args, csmutex="csmutex", name="MUTEX", tim
 
     Raises LockNotObtained if csmutex gives up waiting (exit 75), LockLost if the lock was
     lost while func ran (csmutex terminated the child), SidecarError for anything else.
-
-    ``env`` is added to this process's environment for csmutex (e.g. CLOUDSHELL_HOST,
-    CLOUDSHELL_USER, CLOUDSHELL_PASSWORD); ``csmutex_args`` are extra ``csmutex run`` flags
-    such as ``["--lease", "90s"]``. The keyword names csmutex, name, timeout, env and
-    csmutex_args are taken by this function and never passed to func.
     """
-    argv = _run_argv(csmutex, reservation_id, name, timeout, csmutex_args) + [sys.executable, "-c", _READY_SCRIPT]
+    rid = _check_reservation_id(reservation_id)
+    return _run_locked(rid, _run_options(kwargs), func, args, kwargs)
+
+
+def run_locked_from_context(context, func, *args, **kwargs):
+    """run_locked for the reservation a CloudShell driver command runs in.
+
+    csmutex logs on with ``context.connectivity.admin_auth_token`` (CLOUDSHELL_TOKEN) to
+    ``context.connectivity.server_address`` in the reservation's domain; ``port`` and
+    ``scheme`` keywords override the context's API port and scheme.
+    """
+    s = _ContextSettings(context, port=kwargs.pop("port", None), scheme=kwargs.pop("scheme", None))
+    o = _run_options(kwargs, s)
+    owner = s.owner()
+    if owner and not any(str(a).lstrip("-").startswith("owner") for a in o["csmutex_args"]):
+        o["csmutex_args"] = ["--owner=" + owner] + list(o["csmutex_args"])
+    return _run_locked(_check_reservation_id(s.reservation_id), o, func, args, kwargs)
+
+
+def _run_locked(reservation_id, o, func, args, kwargs):
+    argv = _run_argv(reservation_id, o, json_logs=True) + [sys.executable, "-c", _READY_SCRIPT]
+    interrupter = _Interrupter() if o["interrupt"] else None
+    start = _monotonic()
+    proc = failure = None
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=_env(env))
-    except OSError as e:
-        raise SidecarError("cannot start %s: %s" % (csmutex, e)) from None
-
+                                env=o["full_env"], **_popen_kwargs())
+    except _OS_ERRORS as e:
+        failure = SidecarError("cannot start %s: %s" % (o["csmutex"], e), kind="usage")
+    if failure is not None:
+        raise failure  # outside the except block: no chained OSError traceback
     try:
-        return _locked_call(proc, reservation_id, name, func, args, kwargs)
+        return _locked_call(proc, reservation_id, o, func, args, kwargs, interrupter, start)
     finally:
-        for pipe in (proc.stdin, proc.stdout, proc.stderr):
-            try:
-                pipe.close()
-            except (OSError, ValueError):
-                pass
+        _close_quietly(proc.stdin, proc.stdout, proc.stderr)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
 
 
-def _locked_call(proc, reservation_id, name, func, args, kwargs):
+def _locked_call(proc, reservation_id, o, func, args, kwargs, interrupter, start):
+    name = o["name"]
     err_chunks = []
 
     def read_stderr():
         try:
             err_chunks.append(proc.stderr.read())
-        except (OSError, ValueError):
+        except (_OS_ERRORS + (ValueError,)):
             pass
 
-    err_reader = threading.Thread(target=read_stderr, daemon=True)
+    err_reader = threading.Thread(target=read_stderr)
+    err_reader.daemon = True
     err_reader.start()
 
-    def stderr_text():
+    def report():
         err_reader.join(5.0)
-        return b"".join(err_chunks).decode("utf-8", "replace")
+        return _csmutex_report(b"".join(err_chunks).decode("utf-8", "replace"), o["secrets"])
 
     ready = False
     try:
@@ -442,11 +1148,18 @@ def _locked_call(proc, reservation_id, name, func, args, kwargs):
         raise
     if not ready:
         code = proc.wait()
-        text = stderr_text()
+        elapsed = _monotonic() - start
+        detail, holder, token, waited = report()
         if code == EXIT_NOT_OBTAINED:
-            raise LockNotObtained("lock %r in reservation %s not obtained: %s" % (name, reservation_id, _tail(text, 2)),
-                                  holder=_holder_from(text))
-        raise SidecarError("csmutex run exited %d before the lock was held: %s" % (code, _tail(text)))
+            if waited is None:
+                waited = elapsed
+            raise LockNotObtained(_not_obtained_message(name, reservation_id, holder, waited), holder=holder,
+                                  holder_token=token, waited=waited, timeout=o["timeout"], name=name,
+                                  reservation_id=reservation_id, status=None, kind="timeout",
+                                  detail=detail, exit_code=code)
+        raise SidecarError('csmutex run exited %d before lock "%s" in reservation %s was held: %s'
+                           % (code, name, reservation_id, _strip_prefix(detail) or "no message"),
+                           kind=_EXIT_KINDS.get(code), detail=detail, exit_code=code)
 
     # Notice if csmutex ends the child early (lock lost) while func runs.
     ended_early = threading.Event()
@@ -455,54 +1168,107 @@ def _locked_call(proc, reservation_id, name, func, args, kwargs):
     def watch():
         try:
             proc.stdout.read()  # EOF when the child exits
-        except (OSError, ValueError):
+        except (_OS_ERRORS + (ValueError,)):
             return
         if not finished.is_set():
             ended_early.set()
+            if interrupter is not None:
+                interrupter.fire()
 
-    watcher = threading.Thread(target=watch, daemon=True)
+    watcher = threading.Thread(target=watch)
+    watcher.daemon = True
     watcher.start()
+
+    def lost(code):
+        detail = report()[0]
+        return LockLost('lock "%s" in reservation %s was lost while the function ran (csmutex exit %d): %s'
+                        % (name, reservation_id, code, detail or "no message"),
+                        reason=detail or None, name=name, reservation_id=reservation_id, detail=detail,
+                        exit_code=code)
 
     try:
         result = func(*args, **kwargs)
+    except KeyboardInterrupt as e:
+        finished.set()
+        fired = interrupter is not None and interrupter.disarm()
+        code = _end(proc)
+        watcher.join(5.0)
+        if not fired:
+            raise
+        err = lost(code)
+        err.__cause__ = e
+        raise err
     except BaseException:
         finished.set()
+        if interrupter is not None and interrupter.disarm():
+            interrupter.absorb()
         _end(proc)
         watcher.join(5.0)
         raise
     finished.set()
+    if interrupter is not None and interrupter.disarm():
+        interrupter.absorb()
     code = _end(proc)
     watcher.join(5.0)
     if code == EXIT_LOCK_LOST or ended_early.is_set() and code != 0:
-        raise LockLost("lock %r in reservation %s was lost while the function ran (csmutex exit %d): %s"
-                       % (name, reservation_id, code, _tail(stderr_text())))
+        raise lost(code)
     if code != 0:
-        raise SidecarError("csmutex run exited %d after the function ran: %s" % (code, _tail(stderr_text())))
+        detail = report()[0]
+        raise SidecarError("csmutex run exited %d after the function ran: %s" % (code, detail or "no message"),
+                           kind=_EXIT_KINDS.get(code), detail=detail, exit_code=code)
     return result
+
+
+def _wait(proc, timeout):
+    """proc.wait with a timeout on Python 2 too; None if it did not exit."""
+    deadline = _monotonic() + timeout
+    while True:
+        code = proc.poll()
+        if code is not None or _monotonic() >= deadline:
+            return code
+        time.sleep(0.01)
 
 
 def _end(proc):
     """Close the child's stdin so it exits and csmutex releases the lock; return csmutex's code."""
     try:
         proc.stdin.close()
-    except OSError:
+    except _OS_ERRORS:
         pass
-    try:
-        return proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
+    code = _wait(proc, 60)
+    if code is None:
         proc.kill()
-        return proc.wait()
+        code = proc.wait()
+    return code
 
 
-def run_command(reservation_id, argv, csmutex="csmutex", name="MUTEX", timeout=300, env=None, csmutex_args=(),
-                **popen_kwargs):
+def run_command(reservation_id, argv, **kwargs):
     """Run ``argv`` under ``csmutex run`` and return the exit code.
 
     The code is the command's own, or csmutex's: 75 lock not obtained, 70 lock lost (the
     command was terminated), 64-69 usage/CloudShell errors (see ``csmutex --help``).
-    ``popen_kwargs`` go to subprocess.call (stdin, stdout, stderr, cwd...).
+    Keywords csmutex, name, timeout, env and csmutex_args are as for run_locked; the rest
+    go to subprocess.call (stdin, stdout, stderr, cwd...).
     """
-    if isinstance(argv, (str, bytes)):
+    rid = _check_reservation_id(reservation_id)
+    return _run_command(rid, argv, _run_options(kwargs), kwargs)
+
+
+def run_command_from_context(context, argv, **kwargs):
+    """run_command for the reservation a CloudShell driver command runs in (admin token logon).
+
+    The command inherits the environment given to csmutex, CLOUDSHELL_TOKEN included.
+    """
+    s = _ContextSettings(context, port=kwargs.pop("port", None), scheme=kwargs.pop("scheme", None))
+    return _run_command(_check_reservation_id(s.reservation_id), argv, _run_options(kwargs, s), kwargs)
+
+
+def _run_command(reservation_id, argv, o, popen_kwargs):
+    if isinstance(argv, _string_types) or isinstance(argv, bytes):
         raise TypeError("argv must be a list of arguments, not a string")
-    full = _run_argv(csmutex, reservation_id, name, timeout, csmutex_args) + list(argv)
-    return subprocess.call(full, env=_env(env), **popen_kwargs)
+    if o.pop("interrupt", False):
+        raise TypeError("run_command does not take interrupt: csmutex terminates the command itself")
+    full = _run_argv(reservation_id, o, json_logs=False) + [_native(a) for a in argv]
+    kw = _popen_kwargs()
+    kw.update(popen_kwargs)
+    return subprocess.call(full, env=o["full_env"], **kw)

@@ -1,63 +1,112 @@
+# -*- coding: utf-8 -*-
 """Tests of csmutex_sidecar against the real binaries: a mock CloudShell (cmd/mockapi) and
-`csmutex serve` / `csmutex run`.
+`csmutex serve` / `csmutex run`. Python 2.7 and 3.6+, standard library only.
 
     python3 -m unittest discover -s examples/python -v
 
 The binaries are built with `go build` from this repository, unless CSMUTEX_BIN and
 MOCKAPI_BIN name prebuilt ones. The tests set CSMUTEX_TEST_JITTER (testing only: it makes
 csmutex retry every few milliseconds instead of every 2-5 s) so they run in seconds.
+The packaging test builds a wheel (with the interpreter in CSMUTEX_BUILD_PYTHON, or this
+one) and installs it with this interpreter's pip, offline; CSMUTEX_WHEEL names a wheel
+built beforehand. It is skipped when setuptools and wheel are not importable.
 """
 
+from __future__ import absolute_import, division, print_function
+
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import unittest
-import urllib.request
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+try:
+    from urllib.request import Request, urlopen
+except ImportError:  # Python 2
+    from urllib2 import Request, urlopen
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import csmutex_sidecar  # noqa: E402
 from csmutex_sidecar import (  # noqa: E402
+    MAX_NAME_LENGTH,
     LockLost,
     LockNotObtained,
     SidecarError,
     SidecarMutex,
     run_command,
+    run_command_from_context,
     run_locked,
+    run_locked_from_context,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(HERE))
 PASSWORD = "Py-s3cret-Passw0rd"
 JITTER = "1ms,5ms"
+PY2 = sys.version_info[0] == 2
+monotonic = getattr(time, "monotonic", time.time)
+
+# subprocess.DEVNULL (Python 3), or one file kept open for the whole run (Python 2).
+DEVNULL = getattr(subprocess, "DEVNULL", None)
+if DEVNULL is None:  # pragma: no cover
+    DEVNULL = open(os.devnull, "r+b")
 
 _tmp = None
 _bins = {}
 _mock = None
 _mock_host = _mock_port = None
 _reservation = None
+_counter = [0]
+
+
+def _which(name):
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        p = os.path.join(d, name)
+        if os.path.isfile(p) and os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def _unique(prefix):
+    _counter[0] += 1
+    return "%s-%d-%d" % (prefix, os.getpid(), _counter[0])
+
+
+def _wait_proc(proc, timeout):
+    deadline = monotonic() + timeout
+    while proc.poll() is None:
+        if monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise AssertionError("process %d did not exit within %ss" % (proc.pid, timeout))
+        time.sleep(0.01)
+    return proc.returncode
 
 
 def _build(name):
     env_var = {"csmutex": "CSMUTEX_BIN", "mockapi": "MOCKAPI_BIN"}[name]
     if os.environ.get(env_var):
         return os.environ[env_var]
-    go = shutil.which("go")
+    go = _which("go")
     if go is None:
         raise unittest.SkipTest("go is not installed and %s is not set" % env_var)
     out = os.path.join(_tmp, name)
-    subprocess.run([go, "build", "-o", out, "./cmd/" + name], cwd=REPO, check=True)
+    subprocess.check_call([go, "build", "-o", out, "./cmd/" + name], cwd=REPO)
     return out
 
 
 def _read_lines_until(proc, wanted, timeout=20.0):
     """Read proc's stdout lines until every prefix in wanted was seen; return them."""
     found = {}
-    deadline = time.monotonic() + timeout
     result = {}
 
     def reader():
@@ -70,12 +119,13 @@ def _read_lines_until(proc, wanted, timeout=20.0):
                 result.update(found)
                 return
 
-    t = threading.Thread(target=reader, daemon=True)
+    t = threading.Thread(target=reader)
+    t.daemon = True
     t.start()
-    t.join(max(0.0, deadline - time.monotonic()))
+    t.join(timeout)
     if not result:
         proc.kill()
-        raise RuntimeError("%s did not print %s (saw %s)" % (proc.args[0], wanted, found))
+        raise RuntimeError("process did not print %s (saw %s)" % (wanted, found))
     return result
 
 
@@ -86,10 +136,9 @@ def setUpModule():
     _bins["mockapi"] = _build("mockapi")
     _mock = subprocess.Popen(
         [_bins["mockapi"], "-listen", "127.0.0.1:0", "-reservations", "1", "-user", "driver", "-password", PASSWORD],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        stdout=subprocess.PIPE, stderr=DEVNULL)
     got = _read_lines_until(_mock, ["listening on", "reservation"])
-    base = got["listening on"]
-    hostport = base.split("://", 1)[-1].rstrip("/")
+    hostport = got["listening on"].split("://", 1)[-1].rstrip("/")
     _mock_host, _, port = hostport.rpartition(":")
     _mock_port = int(port)
     _reservation = got["reservation"]
@@ -98,43 +147,75 @@ def setUpModule():
 def tearDownModule():
     if _mock is not None:
         _mock.terminate()
-        _mock.wait(10)
+        _wait_proc(_mock, 10)
         _mock.stdout.close()
     if _tmp:
         shutil.rmtree(_tmp, ignore_errors=True)
 
 
-def _cs_env():
+def _cs_env(**extra):
     env = dict(os.environ)
     env.update({
         "CLOUDSHELL_HOST": _mock_host, "CLOUDSHELL_PORT": str(_mock_port), "CLOUDSHELL_USER": "driver",
         "CLOUDSHELL_PASSWORD": PASSWORD, "CLOUDSHELL_DOMAIN": "Global", "CSMUTEX_TEST_JITTER": JITTER,
     })
+    env.update(extra)
     return env
 
 
-class Sidecar:
+def _no_cs_env():
+    """This environment without any CloudShell settings: only a context can supply them."""
+    env = dict((k, v) for k, v in os.environ.items() if not k.startswith("CLOUDSHELL_"))
+    env["CSMUTEX_TEST_JITTER"] = JITTER
+    return env
+
+
+def _http(url_or_address, path, body=None, timeout=5):
+    url = url_or_address if url_or_address.startswith("http") else "http://%s%s" % (url_or_address, path)
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode("utf-8"))
+    req = Request(url, data=data, headers={"Content-Type": "application/json"})
+    with contextlib.closing(urlopen(req, timeout=timeout)) as r:
+        return r.read()
+
+
+def _admin_token():
+    """A token from the mock's Logon: it stands in for the admin token CloudShell puts in
+    the command context (the mock's SecureLogon accepts tokens it issued)."""
+    body = ("<Logon><username>driver</username><password>%s</password><domainName>Global</domainName></Logon>"
+            % PASSWORD).encode("ascii")
+    url = "http://%s:%d/ResourceManagerApiService/Logon" % (_mock_host, _mock_port)
+    req = Request(url, data=body, headers={"Content-Type": "text/xml"})
+    with contextlib.closing(urlopen(req, timeout=10)) as r:
+        xml = r.read().decode("utf-8")
+    m = re.search(r'<Token Token="([^"]+)"', xml)
+    assert m, xml
+    return m.group(1)
+
+
+class Sidecar(object):
     """A `csmutex serve` process."""
 
-    def __init__(self, listen="127.0.0.1:0", extra=()):
-        self.stderr_path = os.path.join(_tmp, "serve-%d.log" % time.monotonic_ns())
+    def __init__(self, listen="127.0.0.1:0", extra=(), env=None):
+        self.stderr_path = os.path.join(_tmp, _unique("serve") + ".log")
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
             [_bins["csmutex"], "serve", "--listen", listen, "--heartbeat", "100ms", "--lease", "3s"] + list(extra),
-            stdout=subprocess.PIPE, stderr=self._stderr, env=_cs_env())
+            stdout=subprocess.PIPE, stderr=self._stderr, env=env if env is not None else _cs_env())
         self.address = _read_lines_until(self.proc, ["listening on"])["listening on"]
 
-    def url(self, path):
-        return "http://%s%s" % (self.address, path)
-
     def locks(self):
-        with urllib.request.urlopen(self.url("/v1/locks"), timeout=5) as r:
-            return json.loads(r.read())
+        return json.loads(_http(self.address, "/v1/locks").decode("utf-8"))
+
+    def held(self, name):
+        return [h for h in self.locks()["held"] if h["name"] == name]
+
+    def release_token(self, token):
+        return json.loads(_http(self.address, "/v1/release", {"token": token}).decode("utf-8"))
 
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(30)
+        code = _wait_proc(self.proc, 30)
         if not self._stderr.closed:
             self._stderr.close()
             self.proc.stdout.close()
@@ -146,11 +227,153 @@ class Sidecar:
 
 
 def _wait_until(cond, timeout=3.0, what="condition"):
-    deadline = time.monotonic() + timeout
+    deadline = monotonic() + timeout
     while not cond():
-        if time.monotonic() > deadline:
+        if monotonic() > deadline:
             raise AssertionError("timed out waiting for " + what)
         time.sleep(0.01)
+
+
+# -- stand-in CloudShell command contexts ----------------------------------------------------
+
+
+class Obj(object):
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def make_context(token, reservation_id=None, domain="Global", remote=False, resource_name="SW-1", port=None,
+                 host=None):
+    """Shaped like cloudshell-shell-core's ResourceCommandContext (or, with remote=True,
+    ResourceRemoteCommandContext): only the fields csmutex_sidecar reads, and a few more."""
+    connectivity = Obj(server_address=host or _mock_host,
+                       cloudshell_api_port=str(port if port is not None else _mock_port),
+                       quali_api_port="9000", admin_auth_token=token, cloudshell_version="2024.1")
+    reservation = Obj(reservation_id=reservation_id or _reservation, domain=domain, environment_name="env",
+                      owner_user="admin", owner_email="", environment_path="", description="",
+                      saved_sandbox_name="", saved_sandbox_id="", running_user="admin")
+    resource = Obj(name=resource_name, fullname=resource_name, address="10.0.0.1", family="Switch",
+                   model="Generic Switch", attributes={})
+    if remote:
+        return Obj(connectivity=connectivity, resource=resource, remote_reservation=reservation, remote_endpoints=[])
+    return Obj(connectivity=connectivity, resource=resource, reservation=reservation, connectors=[])
+
+
+_CLEAN_MESSAGE = re.compile(r"^lock \"[^\"]+\" in reservation \S+ not obtained after [0-9.]+m?s: held by .+$")
+
+
+# -- tests without any process -------------------------------------------------------------
+
+
+class ArgumentTest(unittest.TestCase):
+    """Names and arguments csmutex could not send are refused before anything runs."""
+
+    BAD_NAMES = [
+        ("", "empty"),
+        ("   ", "only whitespace"),
+        ("\t", "only whitespace"),
+        (" MUTEX", "start or end with whitespace"),
+        ("MUTEX ", "start or end with whitespace"),
+        ("MU\nTEX", "control characters"),
+        ("MU\x00TEX", "control characters"),
+        ("MU\x7fTEX", "control characters"),
+        ("MU\rTEX", "control characters"),
+        (u"MU\u2028TEX", "control characters"),
+        ("MUTEX.break.0123abcd", ".break."),
+        ("x" * (MAX_NAME_LENGTH + 1), "characters long"),
+    ]
+
+    def assert_bad_name(self, call):
+        for name, problem in self.BAD_NAMES:
+            try:
+                call(name)
+            except ValueError as e:
+                self.assertIn(problem, str(e), "name %r: %s" % (name, e))
+                self.assertIn("lock name", str(e))
+            else:
+                self.fail("name %r was accepted" % (name,))
+
+    def test_sidecar_mutex_rejects_bad_names(self):
+        self.assert_bad_name(lambda n: SidecarMutex("res-1", name=n, address="127.0.0.1:1"))
+        self.assertIn('"MUTEX"', str(self.assertRaises_(ValueError, SidecarMutex, "r", name="")))
+        with self.assertRaises(ValueError):
+            SidecarMutex("r", name=None)
+        if not PY2:
+            with self.assertRaises(TypeError):
+                SidecarMutex("r", name=b"MUTEX")
+        with self.assertRaises(TypeError):
+            SidecarMutex("r", name=7)
+
+    def assertRaises_(self, exc, fn, *args, **kw):
+        try:
+            fn(*args, **kw)
+        except exc as e:
+            return e
+        self.fail("%s not raised" % exc.__name__)
+
+    def test_run_helpers_reject_bad_names_before_starting_csmutex(self):
+        missing = os.path.join(HERE, "no-such-csmutex")  # would fail with SidecarError if started
+        self.assert_bad_name(lambda n: run_locked("res-1", lambda: None, name=n, csmutex=missing))
+        self.assert_bad_name(lambda n: run_command("res-1", ["true"], name=n, csmutex=missing))
+        ctx = make_context("tok-tok-tok", reservation_id="res-1", host="127.0.0.1", port=1)
+        self.assert_bad_name(lambda n: run_locked_from_context(ctx, lambda: None, name=n, csmutex=missing))
+        self.assert_bad_name(lambda n: SidecarMutex.from_context(ctx, name=n))
+
+    def test_good_names(self):
+        for name in ["MUTEX", "x" * MAX_NAME_LENGTH, "SWITCH-1 ports", u"Schalter-\u00c4", "a.break", "break."]:
+            m = SidecarMutex("res-1", name=name, address="127.0.0.1:1")
+            self.assertEqual(m.name, name if not isinstance(name, bytes) else name.decode("utf-8"))
+
+    def test_other_arguments(self):
+        for rid in ["", "  ", None, "a\nb"]:
+            with self.assertRaises(ValueError):
+                SidecarMutex(rid)
+        with self.assertRaises(ValueError):
+            SidecarMutex("r", timeout=-1)
+        with self.assertRaises(TypeError):
+            SidecarMutex("r", timeout="10")
+        with self.assertRaises(ValueError):
+            SidecarMutex("r", owner="a\nb")
+        with self.assertRaises(ValueError):
+            SidecarMutex("r", address="nonsense")
+        with self.assertRaises(TypeError):
+            run_command("r", "echo hi")
+
+    def test_from_context_reads_the_context(self):
+        m = SidecarMutex.from_context(make_context("tok-123456", reservation_id="res-9", domain="Lab"),
+                                      address="127.0.0.1:1")
+        self.assertEqual(m.reservation_id, "res-9")
+        self.assertEqual(m._cloudshell, {"host": _mock_host, "port": _mock_port, "token": "tok-123456",
+                                         "domain": "Lab"})
+        self.assertTrue(m.owner.startswith("SW-1@"), m.owner)
+        self.assertNotIn("tok-123456", repr(m))
+        remote = SidecarMutex.from_context(make_context("t" * 8, reservation_id="res-r", remote=True),
+                                           address="127.0.0.1:1", port=8029, scheme="HTTPS", owner="me")
+        self.assertEqual(remote.reservation_id, "res-r")
+        self.assertEqual(remote._cloudshell["port"], 8029)
+        self.assertEqual(remote._cloudshell["scheme"], "https")
+        self.assertEqual(remote.owner, "me")
+
+    def test_from_context_explains_what_is_missing(self):
+        ctx = make_context("tok")
+        cases = [
+            (None, "context is required"),
+            (Obj(resource=ctx.resource), "no connectivity"),
+            (Obj(connectivity=ctx.connectivity), "no reservation"),
+            (Obj(connectivity=ctx.connectivity, reservation=Obj(reservation_id="", domain="G")), "reservation_id"),
+            (Obj(connectivity=Obj(server_address="h"), reservation=ctx.reservation), "admin_auth_token"),
+            (Obj(connectivity=Obj(admin_auth_token="t"), reservation=ctx.reservation), "server_address"),
+        ]
+        for context, problem in cases:
+            try:
+                SidecarMutex.from_context(context)
+            except ValueError as e:
+                self.assertIn(problem, str(e))
+            else:
+                self.fail("accepted a context without " + problem)
+
+
+# -- the sidecar ---------------------------------------------------------------------------
 
 
 class SidecarMutexTest(unittest.TestCase):
@@ -173,16 +396,26 @@ class SidecarMutexTest(unittest.TestCase):
         with self.mutex("PY-WITH", owner="driver-with") as m:
             self.assertTrue(m.held)
             self.assertTrue(m.token)
+            self.assertIsInstance(m.waited, float)
             m.check()
-            held = self.sidecar.locks()["held"]
-            self.assertEqual([(h["name"], h["owner"], h["mode"]) for h in held if h["name"] == "PY-WITH"],
+            self.assertEqual([(h["name"], h["owner"], h["mode"]) for h in self.sidecar.held("PY-WITH")],
                              [("PY-WITH", "driver-with", "stream")])
             time.sleep(0.35)  # a few heartbeats
             self.assertFalse(m.lost)
         self.assertFalse(m.held)
-        _wait_until(lambda: not [h for h in self.sidecar.locks()["held"] if h["name"] == "PY-WITH"],
-                    what="the sidecar to release")
+        _wait_until(lambda: not self.sidecar.held("PY-WITH"), what="the sidecar to release")
         self.assertNotIn(PASSWORD, repr(m))
+        with self.assertRaises(LockLost):
+            m.check()
+
+    def test_unicode_name_round_trips(self):
+        name = u"Schalter-\u00c4-\u2603"
+        with self.mutex(name, owner=u"f\u00fchrer"):
+            self.assertEqual([h["name"] for h in self.sidecar.held(name)], [name])
+            with self.assertRaises(LockNotObtained) as cm:
+                self.mutex(name, timeout=0).acquire()
+            self.assertEqual(cm.exception.holder, u"f\u00fchrer")
+            str(cm.exception)  # printable on Python 2 as well
 
     def test_threads_never_overlap(self):
         events = []
@@ -212,37 +445,47 @@ class SidecarMutexTest(unittest.TestCase):
             self.assertEqual(events[k][0], "enter", events)
             self.assertEqual(events[k + 1], ("exit", events[k][1]), events)
 
-    def test_timeout_raises_lock_not_obtained(self):
-        with self.mutex("PY-BUSY", owner="first-holder"):
-            start = time.monotonic()
+    def test_timeout_raises_lock_not_obtained_with_fields(self):
+        with self.mutex("PY-BUSY", owner="first-holder") as first:
+            start = monotonic()
             with self.assertRaises(LockNotObtained) as cm:
                 with self.mutex("PY-BUSY", owner="second", timeout=0.2):
                     self.fail("entered a held lock")
-            elapsed = time.monotonic() - start
-            self.assertEqual(cm.exception.holder, "first-holder")
-            self.assertEqual(cm.exception.status, 409)
+            elapsed = monotonic() - start
+            e = cm.exception
+            self.assertEqual(e.holder, "first-holder")
+            self.assertTrue(re.match(r"^[0-9a-f]+$", e.holder_token or ""), e.holder_token)
+            self.assertEqual(e.status, 409)
+            self.assertEqual(e.kind, "timeout")
+            self.assertEqual((e.name, e.reservation_id, e.timeout), ("PY-BUSY", _reservation, 0.2))
+            self.assertTrue(0.15 <= e.waited < 3, e.waited)
+            self.assertTrue(_CLEAN_MESSAGE.match(str(e)), str(e))
+            self.assertIn("first-holder", e.detail)
             self.assertGreaterEqual(elapsed, 0.15)
             self.assertLess(elapsed, 3)
-            with self.assertRaises(LockNotObtained):
+            with self.assertRaises(LockNotObtained) as cm:
                 self.mutex("PY-BUSY", timeout=0).acquire()
+            self.assertEqual(cm.exception.kind, "locked")
+            self.assertEqual(cm.exception.holder, "first-holder")
+            self.assertTrue(first.held)
 
     def test_closing_releases_at_once(self):
         m = self.mutex("PY-CLOSE")
         m.acquire()
         m.release()
-        start = time.monotonic()
+        start = monotonic()
         with self.mutex("PY-CLOSE", timeout=2):
             pass
-        self.assertLess(time.monotonic() - start, 1.0)
+        self.assertLess(monotonic() - start, 2.0)  # a lease (3 s) would take longer
 
     def test_killed_process_releases(self):
         script = (
             "import sys; sys.path.insert(0, %r)\n"
             "from csmutex_sidecar import SidecarMutex\n"
             "m = SidecarMutex(%r, name='PY-KILL', address=%r, owner='doomed').acquire()\n"
-            "print('HELD', flush=True)\n"
+            "sys.stdout.write('HELD\\n'); sys.stdout.flush()\n"
             "import time; time.sleep(60)\n"
-        ) % (os.path.dirname(os.path.abspath(__file__)), _reservation, self.sidecar.address)
+        ) % (HERE, _reservation, self.sidecar.address)
         child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
         try:
             self.assertEqual(child.stdout.readline().strip(), b"HELD")
@@ -251,15 +494,26 @@ class SidecarMutexTest(unittest.TestCase):
             self.assertEqual(cm.exception.holder, "doomed")
             child.kill()
             child.wait()
-            start = time.monotonic()
+            start = monotonic()
             with self.mutex("PY-KILL", timeout=2):
                 pass
-            self.assertLess(time.monotonic() - start, 1.0)
+            self.assertLess(monotonic() - start, 2.0)  # a lease (3 s) would take longer
         finally:
             if child.poll() is None:
                 child.kill()
                 child.wait()
             child.stdout.close()
+
+    def test_lost_lock_is_reported(self):
+        with self.mutex("PY-LOST") as m:
+            self.sidecar.release_token(m.token)
+            _wait_until(lambda: m.lost, what="the client to notice")
+            self.assertFalse(m.held)
+            with self.assertRaises(LockLost) as cm:
+                m.check()
+            self.assertTrue(cm.exception.reason)
+            self.assertEqual(cm.exception.name, "PY-LOST")
+        # Without interrupt=True, leaving the block after a loss raises nothing.
 
     def test_errors(self):
         with self.assertRaises(SidecarError) as cm:
@@ -273,13 +527,252 @@ class SidecarMutexTest(unittest.TestCase):
             self.mutex("PY-ERR", timeout=1, cloudshell={"user": "driver", "password": "wrong-" + PASSWORD}).acquire()
         self.assertEqual(cm.exception.kind, "unauthorized")
         self.assertNotIn(PASSWORD, str(cm.exception))
-        with self.assertRaises(SidecarError):
+        with self.assertRaises(SidecarError) as cm:
             SidecarMutex(_reservation, address="127.0.0.1:1", timeout=1).acquire()
-        with self.assertRaises(ValueError):
-            SidecarMutex("", address=self.sidecar.address)
+        self.assertIsNone(cm.exception.status)
+
+
+class FromContextTest(unittest.TestCase):
+    """A driver's context is enough: the sidecar knows no CloudShell and no credentials of
+    its own, and logs on with the context's admin token."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.sidecar = Sidecar(env=_no_cs_env())
+        cls.token = _admin_token()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.sidecar.stop()
+        assert cls.token not in cls.sidecar.logs(), "the admin token appears in the sidecar's logs"
+
+    def test_sidecar_mutex_from_context(self):
+        ctx = make_context(self.token)
+        with SidecarMutex.from_context(ctx, name="PY-CTX", address=self.sidecar.address) as m:
+            self.assertTrue(m.held)
+            held = self.sidecar.held("PY-CTX")
+            self.assertEqual(len(held), 1)
+            self.assertTrue(held[0]["owner"].startswith("SW-1@"), held[0])
+            with self.assertRaises(LockNotObtained) as cm:
+                SidecarMutex.from_context(make_context(self.token, remote=True), name="PY-CTX",
+                                          address=self.sidecar.address, timeout=0).acquire()
+            self.assertEqual(cm.exception.holder, m.owner)
+
+    def test_bad_token_is_refused_without_showing_it(self):
+        bad = "not-a-valid-admin-token-1234"
+        with self.assertRaises(SidecarError) as cm:
+            SidecarMutex.from_context(make_context(bad), name="PY-CTX-BAD", address=self.sidecar.address,
+                                      timeout=1).acquire()
+        self.assertEqual(cm.exception.kind, "unauthorized")
+        self.assertNotIn(bad, str(cm.exception))
+
+    def test_run_locked_from_context(self):
+        if not _csmutex_run_ready():
+            self.skipTest("`csmutex run` is not available in this build")
+        ctx = make_context(self.token)
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(_no_cs_env())  # only the context can tell csmutex where and how
+        try:
+            def critical(x):
+                with self.assertRaises(LockNotObtained) as cm:
+                    SidecarMutex.from_context(ctx, name="PY-CTX-RUN", address=self.sidecar.address,
+                                              timeout=0).acquire()
+                self.assertTrue(cm.exception.holder.startswith("SW-1@"), cm.exception.holder)
+                return x * 2
+
+            self.assertEqual(run_locked_from_context(ctx, critical, 21, name="PY-CTX-RUN", csmutex=_bins["csmutex"]),
+                             42)
+            code = run_command_from_context(
+                ctx, [sys.executable, "-c", "import os, sys; sys.exit(int(os.environ['CSMUTEX_LOCK_HELD']) + 6)"],
+                name="PY-CTX-RUN", csmutex=_bins["csmutex"], stderr=DEVNULL)
+            self.assertEqual(code, 7)
+            with self.assertRaises(SidecarError) as cm:
+                run_locked_from_context(make_context("bad-token-5678"), critical, 1, name="PY-CTX-RUN",
+                                        csmutex=_bins["csmutex"])
+            self.assertEqual((cm.exception.exit_code, cm.exception.kind), (69, "unavailable"))
+            self.assertNotIn("bad-token-5678", str(cm.exception))
+            self.assertIn("admin token", str(cm.exception))
+            self.assertFalse(re.search(r"\d\d:\d\d:\d\d", str(cm.exception)), str(cm.exception))
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+class InterruptTest(unittest.TestCase):
+    """interrupt=True: a lost lock interrupts the thread that holds it."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.sidecar = Sidecar()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.sidecar.stop()
+
+    def main_thread_child(self, name, sigint):
+        """A child process that takes the lock in its main thread, as a driver does, with
+        SIGINT's handler set up as sigint says; returns what it printed."""
+        script = (
+            "import signal, sys, time; sys.path.insert(0, %r)\n"
+            "from csmutex_sidecar import SidecarMutex, LockLost\n"
+            "def custom(signum, frame):\n"
+            "    sys.stdout.write('CUSTOM HANDLER RAN\\n')\n"
+            "signal.signal(signal.SIGINT, %s)\n"
+            "try:\n"
+            "    with SidecarMutex(%r, name=%r, address=%r, interrupt=True) as m:\n"
+            "        sys.stdout.write('HELD %%s\\n' %% m.token); sys.stdout.flush()\n"
+            "        deadline = time.time() + 20\n"
+            "        while time.time() < deadline:\n"
+            "            time.sleep(0.01)\n"
+            "    sys.stdout.write('NOT INTERRUPTED\\n')\n"
+            "except LockLost as e:\n"
+            "    sys.stdout.write('LOST %%s %%s\\n' %% (type(e.__cause__).__name__, e.reason))\n"
+            "time.sleep(0.1)  # no stray KeyboardInterrupt may arrive after the block\n"
+            "sys.stdout.write('DONE\\n')\n"
+        ) % (HERE, sigint, _reservation, name, self.sidecar.address)
+        child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+        try:
+            line = child.stdout.readline().decode()
+            self.assertTrue(line.startswith("HELD "), line)
+            start = monotonic()
+            self.sidecar.release_token(line.split()[1])
+            out = child.stdout.read().decode()
+            self.assertEqual(_wait_proc(child, 10), 0, out)
+            self.assertLess(monotonic() - start, 5, out)
+            return out
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            child.stdout.close()
+
+    def test_main_thread_is_interrupted(self):
+        for sigint in ("signal.default_int_handler", "signal.SIG_IGN", "custom"):
+            out = self.main_thread_child("PY-INT-MAIN", sigint)
+            self.assertIn("LOST KeyboardInterrupt released", out, sigint)
+            self.assertIn("DONE", out, sigint)
+            # A driver host's own SIGINT handler is never run by the helper.
+            self.assertNotIn("CUSTOM HANDLER RAN", out, sigint)
+
+    def test_worker_thread_is_interrupted(self):
+        got = {}
+        held = threading.Event()
+
+        def worker():
+            try:
+                with SidecarMutex(_reservation, name="PY-INT-THREAD", address=self.sidecar.address,
+                                  interrupt=True) as m:
+                    got["token"] = m.token
+                    held.set()
+                    deadline = monotonic() + 20
+                    while monotonic() < deadline:
+                        time.sleep(0.01)
+                got["result"] = "not interrupted"
+            except LockLost as e:
+                got["result"] = e
+            except BaseException as e:  # noqa: BLE001
+                got["result"] = e
+            got["after"] = monotonic()
+
+        t = threading.Thread(target=worker)
+        t.start()
+        self.assertTrue(held.wait(10))
+        start = monotonic()
+        self.sidecar.release_token(got["token"])
+        t.join(10)
+        self.assertFalse(t.is_alive())
+        self.assertIsInstance(got["result"], LockLost)
+        self.assertLess(got["after"] - start, 3)
+
+    def test_no_interrupt_when_released_normally(self):
+        def worker(out):
+            try:
+                for _ in range(3):
+                    with SidecarMutex(_reservation, name="PY-INT-OK", address=self.sidecar.address, interrupt=True):
+                        time.sleep(0.05)
+                time.sleep(0.2)
+                out.append("ok")
+            except BaseException as e:  # noqa: BLE001
+                out.append(e)
+
+        out = []
+        t = threading.Thread(target=worker, args=(out,))
+        t.start()
+        t.join(10)
+        self.assertEqual(out, ["ok"])
+
+    def test_run_locked_interrupts_func(self):
+        if not _csmutex_run_ready():
+            self.skipTest("`csmutex run` is not available in this build")
+        got = {}
+        started = threading.Event()
+
+        def long_edit():
+            started.set()
+            deadline = monotonic() + 20
+            while monotonic() < deadline:
+                time.sleep(0.01)
+            return "finished"
+
+        def worker():
+            try:
+                got["result"] = run_locked(_reservation, long_edit, name="PY-INT-RUN", interrupt=True,
+                                           csmutex=_bins["csmutex"], env=_cs_env(),
+                                           csmutex_args=["--lease", "1s", "--kill-grace", "100ms"])
+            except BaseException as e:  # noqa: BLE001
+                got["result"] = e
+
+        t = threading.Thread(target=worker)
+        t.start()
+        self.assertTrue(started.wait(20), got)
+        start = monotonic()
+        subprocess.check_call([_bins["csmutex"], "release", "-r", _reservation, "--name", "PY-INT-RUN", "--force", "-q"],
+                              env=_cs_env(), stdout=DEVNULL)
+        t.join(15)
+        self.assertFalse(t.is_alive())
+        self.assertIsInstance(got["result"], LockLost)
+        self.assertEqual(got["result"].exit_code, 70)
+        self.assertLess(monotonic() - start, 5)
+
+
+def _serve_has(flag):
+    p = subprocess.Popen([_bins["csmutex"], "serve", "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = p.communicate()[0].decode("utf-8", "replace")
+    return flag in out
+
+
+class AuthTokenFileTest(unittest.TestCase):
+    def test_bearer_token_from_the_sidecars_file(self):
+        if not _serve_has("--auth-token-file"):
+            self.skipTest("this csmutex serve has no --auth-token-file")
+        path = os.path.join(_tmp, _unique("auth") + ".token")
+        sidecar = Sidecar(extra=["--auth-token-file", path])
+        try:
+            with self.assertRaises(SidecarError) as cm:
+                SidecarMutex(_reservation, name="PY-AUTH", address=sidecar.address, timeout=0).acquire()
+            self.assertEqual(cm.exception.status, 401)
+            with SidecarMutex(_reservation, name="PY-AUTH", address=sidecar.address, timeout=1,
+                              auth_token_file=path) as m:
+                self.assertTrue(m.held)
+            os.environ["CSMUTEX_SIDECAR_TOKEN_FILE"] = path
+            try:
+                with SidecarMutex(_reservation, name="PY-AUTH", address=sidecar.address, timeout=1):
+                    pass
+            finally:
+                del os.environ["CSMUTEX_SIDECAR_TOKEN_FILE"]
+            with open(path) as f:
+                token = f.read().strip()
+            with self.assertRaises(SidecarError) as cm:
+                SidecarMutex(_reservation, address=sidecar.address, auth_token_file=path + ".missing").acquire()
+            self.assertEqual(cm.exception.kind, "unauthenticated")
+        finally:
+            sidecar.stop()
+        self.assertNotIn(token, sidecar.logs())
 
 
 class SidecarLifecycleTest(unittest.TestCase):
+    @unittest.skipUnless(hasattr(socket, "AF_UNIX"), "no unix sockets")
     def test_unix_socket_and_shutdown_reports_lost(self):
         path = os.path.join(_tmp, "sidecar.sock")
         sidecar = Sidecar(listen="unix:" + path)
@@ -307,14 +800,21 @@ class SidecarLifecycleTest(unittest.TestCase):
         self.assertNotIn(PASSWORD, sidecar.logs())
 
 
+_run_ready = []
+
+
 def _csmutex_run_ready():
     """csmutex run exists and accepts our flags (it may be work in progress)."""
-    try:
-        out = subprocess.run([_bins["csmutex"], "run", "--help"], capture_output=True, timeout=20)
-    except OSError:
-        return False
-    text = out.stdout.decode() + out.stderr.decode()
-    return out.returncode == 0 and "--timeout" in text and "--name" in text
+    if not _run_ready:
+        try:
+            p = subprocess.Popen([_bins["csmutex"], "run", "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            out, err = p.communicate()
+            text = (out + err).decode("utf-8", "replace")
+            _run_ready.append(p.returncode == 0 and "--timeout" in text and "--name" in text
+                              and "--log-format" in text)
+        except OSError:
+            _run_ready.append(False)
+    return _run_ready[0]
 
 
 class RunLockedTest(unittest.TestCase):
@@ -354,23 +854,262 @@ class RunLockedTest(unittest.TestCase):
         with SidecarMutex(_reservation, name="PY-RUN-EXC", address=self.sidecar.address, timeout=2):
             pass
 
-    def test_not_obtained(self):
+    def test_not_obtained_is_clean_and_structured(self):
         with SidecarMutex(_reservation, name="PY-RUN-BUSY", address=self.sidecar.address, owner="sidecar-holder"):
             called = []
+            for timeout in (0.3, 0):
+                with self.assertRaises(LockNotObtained) as cm:
+                    run_locked(_reservation, called.append, 1, name="PY-RUN-BUSY", timeout=timeout, **self.kw())
+                e = cm.exception
+                self.assertEqual(called, [])
+                self.assertEqual(e.holder, "sidecar-holder")
+                self.assertTrue(re.match(r"^[0-9a-f]+$", e.holder_token or ""), e.holder_token)
+                self.assertEqual((e.name, e.reservation_id, e.timeout, e.exit_code), ("PY-RUN-BUSY", _reservation,
+                                                                                       timeout, 75))
+                self.assertIsInstance(e.waited, float)
+                if timeout:
+                    self.assertTrue(0.2 <= e.waited < 3, e.waited)
+                self.assertTrue(_CLEAN_MESSAGE.match(str(e)), str(e))
+                self.assertNotIn("ERR", str(e))
+                self.assertNotIn(PASSWORD, str(e))
+                self.assertIn("sidecar-holder", e.detail)
+
+    def test_console_logs_are_parsed_too(self):
+        with SidecarMutex(_reservation, name="PY-RUN-CONSOLE", address=self.sidecar.address, owner="console-holder"):
             with self.assertRaises(LockNotObtained) as cm:
-                run_locked(_reservation, called.append, 1, name="PY-RUN-BUSY", timeout=0.3, **self.kw())
-            self.assertEqual(called, [])
-            self.assertEqual(cm.exception.holder, "sidecar-holder")
-            self.assertNotIn(PASSWORD, str(cm.exception))
+                run_locked(_reservation, lambda: None, name="PY-RUN-CONSOLE", timeout=0.2,
+                           csmutex_args=["--log-format", "console"], **self.kw())
+        self.assertEqual(cm.exception.holder, "console-holder")
+        self.assertTrue(_CLEAN_MESSAGE.match(str(cm.exception)), str(cm.exception))
+        self.assertFalse(re.match(r"\d\d:", cm.exception.detail), cm.exception.detail)
+
+    def test_other_failures(self):
+        with self.assertRaises(SidecarError) as cm:
+            run_locked("no-such-reservation", lambda: None, name="PY-RUN-ERR", **self.kw())
+        e = cm.exception
+        self.assertNotIsInstance(e, LockNotObtained)
+        self.assertEqual((e.exit_code, e.kind), (65, "permanent"))
+        self.assertIn("not found", str(e))
+        self.assertFalse(re.search(r"\d\d:\d\d:\d\d", str(e)), str(e))
+        with self.assertRaises(SidecarError) as cm:
+            run_locked(_reservation, lambda: None, csmutex=os.path.join(_tmp, "missing"), env=_cs_env())
+        self.assertEqual(cm.exception.kind, "usage")
 
     def test_run_command_returns_exit_code(self):
         code = run_command(_reservation, [sys.executable, "-c", "import sys; sys.exit(3)"], name="PY-CMD",
-                           stderr=subprocess.DEVNULL, **self.kw())
+                           stderr=DEVNULL, **self.kw())
         self.assertEqual(code, 3)
         with SidecarMutex(_reservation, name="PY-CMD", address=self.sidecar.address, owner="holder"):
             code = run_command(_reservation, [sys.executable, "-c", "pass"], name="PY-CMD", timeout=0.2,
-                               stderr=subprocess.DEVNULL, **self.kw())
+                               stderr=DEVNULL, **self.kw())
             self.assertEqual(code, 75)
+
+
+# -- the example driver -------------------------------------------------------------------
+
+
+class FakeReservationAPI(object):
+    """The two Automation API calls example_driver makes, on an in-memory reservation.
+
+    Each call records whether the reservation's MUTEX lock was held at the time (probed
+    with a one-shot acquire through the probe sidecar). GetReservationDetails waits
+    ``delay`` after reading, to widen the window in which unlocked drivers interleave.
+    """
+
+    def __init__(self, probe=None, delay=0.0):
+        self.connectors = {}
+        self.calls = []
+        self._probe = probe
+        self._delay = delay
+        self._mu = threading.Lock()
+
+    def _held(self):
+        if self._probe is None:
+            return None
+        try:
+            self._probe().acquire().release()
+        except LockNotObtained:
+            return True
+        return False
+
+    def GetReservationDetails(self, reservationId, disableCache=False):  # noqa: N802,N803
+        self.calls.append(("GetReservationDetails", self._held()))
+        with self._mu:
+            connectors = [Obj(Source=s, Target=t, Direction="bi", Alias="") for s, t in self.connectors]
+        time.sleep(self._delay)
+        return Obj(ReservationDescription=Obj(Id=reservationId, Connectors=connectors))
+
+    def SetConnectorsInReservation(self, reservationId, connectors):  # noqa: N802,N803
+        self.calls.append(("SetConnectorsInReservation", self._held()))
+        with self._mu:
+            for c in connectors:
+                self.connectors[(c.SourceResourceFullName, c.TargetResourceFullName)] = c.Direction
+
+
+class ExampleDriverTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.sidecar = Sidecar(env=_no_cs_env())
+        cls.token = _admin_token()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.sidecar.stop()
+
+    def test_connect_ports_serialises_read_modify_write(self):
+        import example_driver
+
+        ctx0 = make_context(self.token)
+        api = FakeReservationAPI(delay=0.05, probe=lambda: SidecarMutex.from_context(
+            ctx0, address=self.sidecar.address, timeout=0, owner="probe"))
+        # Two commands of two drivers race for the same port: exactly one may connect it.
+        results, errors = [], []
+
+        def command(port):
+            driver = example_driver.ConnectPortsDriver(sidecar_address=self.sidecar.address,
+                                                       api_factory=lambda context: api)
+            ctx = make_context(self.token, resource_name="SW-%s" % port)
+            try:
+                results.append(driver.connect_ports(ctx, "SW-1/Port 1", "SW-%s/Port 1" % port))
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+
+        threads = [threading.Thread(target=command, args=(p,)) for p in (2, 3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        self.assertEqual(len(results) + len(errors), 2, (results, errors))
+        self.assertEqual(len(api.connectors), 1, api.connectors)
+        self.assertEqual(len(results), 1, (results, errors))
+        self.assertIn("connected", results[0])
+        self.assertEqual(len(errors), 1)
+        self.assertIn("already connected", str(errors[0]))
+        # Every read and write happened under the held lock.
+        self.assertEqual(len(api.calls), 3, api.calls)
+        self.assertTrue(all(held for _, held in api.calls), api.calls)
+
+    def test_busy_reservation_gives_a_clear_message(self):
+        import example_driver
+
+        api = FakeReservationAPI()
+        driver = example_driver.ConnectPortsDriver(sidecar_address=self.sidecar.address,
+                                                   api_factory=lambda context: api, timeout=0.2)
+        ctx = make_context(self.token)
+        with SidecarMutex.from_context(ctx, address=self.sidecar.address, owner="another-driver"):
+            with self.assertRaises(Exception) as cm:
+                driver.connect_ports(ctx, "SW-1/Port 2", "SW-2/Port 2")
+        self.assertIn("another-driver", str(cm.exception))
+        self.assertEqual(api.connectors, {})
+
+    def test_without_sidecar(self):
+        if not _csmutex_run_ready():
+            self.skipTest("`csmutex run` is not available in this build")
+        import example_driver
+
+        ctx = make_context(self.token)
+        api = FakeReservationAPI(probe=lambda: SidecarMutex.from_context(
+            ctx, address=self.sidecar.address, timeout=0, owner="probe"))
+        driver = example_driver.ConnectPortsDriver(api_factory=lambda context: api, csmutex=_bins["csmutex"])
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(_no_cs_env())
+        try:
+            out = driver.connect_ports_without_sidecar(ctx, "SW-1/Port 4", "SW-2/Port 4")
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        self.assertIn("connected", out)
+        self.assertEqual(list(api.connectors), [("SW-1/Port 4", "SW-2/Port 4")])
+        self.assertEqual([held for _, held in api.calls], [True, True])
+
+
+# -- packaging ------------------------------------------------------------------------------
+
+
+def _has_module(name):
+    """Whether this interpreter can import name (without importing it: setuptools is slow)."""
+    try:
+        import importlib.util
+        return importlib.util.find_spec(name) is not None
+    except ImportError:  # Python 2
+        import imp
+        try:
+            imp.find_module(name)
+            return True
+        except ImportError:
+            return False
+
+
+def _can_import(python, modules):
+    if python == sys.executable:
+        return all(_has_module(m) for m in modules)
+    try:
+        return subprocess.call([python, "-c", "import " + ", ".join(modules)], stdout=DEVNULL,
+                               stderr=subprocess.STDOUT) == 0
+    except OSError:
+        return False
+
+
+class PackagingTest(unittest.TestCase):
+    """`pip install ./examples/python` works: a wheel builds offline and installs with this
+    interpreter's pip."""
+
+    def test_setup_py_compiles_and_names_the_module(self):
+        # The Go wrapper builds the wheel once; here setup.py must at least be valid
+        # Python for every interpreter whose pip may run it.
+        with open(os.path.join(HERE, "setup.py")) as f:
+            setup_py = f.read()
+        compile(setup_py, "setup.py", "exec")
+        self.assertIn('py_modules=["csmutex_sidecar"]', setup_py)
+        with open(os.path.join(HERE, "pyproject.toml")) as f:
+            pyproject = f.read()
+        self.assertIn("[build-system]", pyproject)
+        # A build-backend line would make Python 2.7's pip refuse --no-use-pep517, the only
+        # way to install offline there without the wheel package.
+        self.assertFalse(re.search(r"^\s*build-backend\s*=", pyproject, re.M), pyproject)
+
+    def _wheel(self, work):
+        wheel = os.environ.get("CSMUTEX_WHEEL")
+        if wheel == "skip":
+            self.skipTest("CSMUTEX_WHEEL=skip: the Go test installs the wheel under the oldest and the newest "
+                          "interpreter only (pip is slow to start; the CPU budget is small)")
+        if wheel:
+            return wheel
+        builder = os.environ.get("CSMUTEX_BUILD_PYTHON") or sys.executable
+        if not _can_import(builder, ["setuptools", "wheel", "pip"]):
+            self.skipTest("cannot build a wheel offline: setuptools, wheel or pip is missing for %s "
+                          "(set CSMUTEX_BUILD_PYTHON to an interpreter that has them)" % builder)
+        src = os.path.join(work, "src")
+        os.mkdir(src)
+        for f in ("setup.py", "pyproject.toml", "csmutex_sidecar.py", "README.md"):
+            shutil.copy(os.path.join(HERE, f), src)
+        out = os.path.join(work, "dist")
+        subprocess.check_call([builder, "-m", "pip", "wheel", "--no-build-isolation", "--no-index", "--no-deps",
+                               "-q", "-w", out, src], stdout=DEVNULL)
+        wheels = [f for f in os.listdir(out) if f.endswith(".whl")]
+        self.assertEqual(len(wheels), 1, wheels)
+        return os.path.join(out, wheels[0])
+
+    def test_wheel_builds_and_installs(self):
+        if not _can_import(sys.executable, ["pip"]):
+            self.skipTest("pip is not installed for %s" % sys.executable)
+        work = tempfile.mkdtemp(prefix="csmutex-wheel-", dir=_tmp)
+        wheel = self._wheel(work)
+        self.assertTrue(os.path.basename(wheel).endswith("-py2.py3-none-any.whl"), wheel)
+        target = os.path.join(work, "site")
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "-q",
+                               "--disable-pip-version-check", "--target", target, wheel],
+                              stdout=DEVNULL)
+        code = ("import sys; sys.path.insert(0, %r); import csmutex_sidecar as m; "
+                "sys.stdout.write(m.__version__ + ' ' + m.__file__)" % target)
+        out = subprocess.check_output([sys.executable, "-c", code], cwd=work).decode()
+        version, path = out.split(" ", 1)
+        self.assertEqual(version, csmutex_sidecar.__version__)
+        self.assertTrue(path.startswith(target), path)
+        with open(os.path.join(HERE, "csmutex_sidecar.py"), "rb") as a:
+            with open(os.path.join(target, "csmutex_sidecar.py"), "rb") as b:
+                self.assertEqual(a.read(), b.read())
 
 
 if __name__ == "__main__":
