@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -15,7 +17,7 @@ import (
 	"github.com/csmutex/csmutex/mutex"
 )
 
-const serveSynopsis = "csmutex serve [--listen ADDR] [--allow-remote] [flags]"
+const serveSynopsis = "csmutex serve [--listen ADDR] [--allow-remote] [--auth-token-file PATH] [flags]"
 
 // serveShutdownTimeout bounds a graceful shutdown: releasing every held lock (each
 // release is itself bounded by the mutex's release timeout) and ending open requests.
@@ -36,16 +38,24 @@ library (Python CloudShell drivers, chiefly) take reservation locks. It prints
   POST /v1/keepalive  {"token": T}
   POST /v1/release    {"token": T}
   GET  /v1/locks      held and waiting locks
-  GET  /healthz, GET /metrics (Prometheus)
+  GET  /healthz       JSON: is CloudShell reachable, did the last logon work (503 if not)
+  GET  /livez         "ok" while the process serves
+  GET  /metrics       Prometheus
 
 docs/sidecar-openapi.yaml describes the API; examples/python has a client.
 
-The API has no authentication: whoever can connect can take locks. The sidecar therefore
-listens on loopback (default %s) or on a unix socket (--listen unix:/path,
-created with mode 0600), and refuses other addresses unless --allow-remote.
+Whoever can connect can take locks. The sidecar therefore listens on loopback (default
+%s) or on a unix socket (--listen unix:/path, created with mode 0600), and
+refuses other addresses unless --allow-remote. Against web pages the user opens, it
+refuses requests whose Host is not its own address (DNS rebinding), requests carrying an
+Origin header not allowed by --allow-origin (none by default), POSTs whose Content-Type is
+not application/json, and every CORS preflight. On a host shared by several users, where
+any of them can connect to 127.0.0.1, --auth-token-file requires a bearer token.
 
 Requests use the connection flags below unless they name their own "cloudshell" object.
-SIGINT or SIGTERM stops accepting connections, releases every held lock, then exits 0.
+With --host, the sidecar logs on at start and exits 69 if it cannot (unreachable server,
+refused credentials). SIGINT or SIGTERM stops accepting connections, releases every held
+lock, then exits 0.
 
 `, serveSynopsis, sidecar.DefaultAddr)
 }
@@ -60,25 +70,36 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		lease       time.Duration
 		heartbeat   time.Duration
 		ttl         time.Duration
+		origins     stringList
+		hosts       stringList
+		tokenFile   string
 	)
 	fs.StringVar(&listen, "listen", sidecar.DefaultAddr,
 		"listen on `ADDR`: HOST:PORT (loopback unless --allow-remote; port 0 picks one)\nor unix:/path/to/socket (created with mode 0600)")
 	fs.BoolVar(&allowRemote, "allow-remote", false,
-		"allow a non-loopback --listen address. The API has no authentication:\nanyone who can connect can take and hold locks")
+		"allow a non-loopback --listen address. Without --auth-token-file,\nanyone who can connect can take and hold locks")
 	fs.Var(newDurationValue(&lease, mutex.DefaultLease), "lease",
 		"default lease `DURATION` of locks taken through the sidecar (a request may set\nits own); 0 = never expires")
 	fs.Var(newDurationValue(&heartbeat, sidecar.DefaultHeartbeat), "heartbeat",
 		"write a heartbeat line to stream-mode clients every `DURATION`")
 	fs.Var(newDurationValue(&ttl, sidecar.DefaultTTL), "ttl",
-		"default keepalive expiry `DURATION` of token-mode holds")
+		"default keepalive expiry `DURATION` of token-mode holds (1s to 24h)")
+	fs.Var(&origins, "allow-origin",
+		"accept requests carrying Origin `ORIGIN` (scheme://host[:port];\nrepeatable). Default none: requests from web pages are refused.\nCORS is never granted")
+	fs.Var(&hosts, "allow-host",
+		"also accept Host `NAME[:PORT]` (repeatable; without PORT, at the\nlistening port): a name the sidecar is reached by, or a tunnel's\nport. Always accepted: localhost, 127.0.0.1, [::1] at the listening port")
+	fs.StringVar(&tokenFile, "auth-token-file", "",
+		"require \"Authorization: Bearer TOKEN\" with the token kept in `PATH`\n(created with mode 0600 and a random token if absent), on every\npath but /livez: for hosts shared by several users")
 
 	help := func(w io.Writer) {
 		serveUsage(w)
 		printFlags(w, fs)
 		fmt.Fprint(w, `Exit codes:
   0       stopped by SIGINT/SIGTERM after releasing every held lock
-  64      usage error (bad flag, non-loopback address without --allow-remote)
-  69      cannot listen (address in use, socket path taken)
+  64      usage error (bad flag, non-loopback address without --allow-remote, unusable
+          --auth-token-file)
+  69      cannot listen (address in use, socket path taken), or, with --host, cannot
+          log on to CloudShell at start (unreachable, credentials refused)
 
 Testing only: CSMUTEX_TEST_JITTER=MIN,MAX (e.g. "1ms,5ms") replaces the 2-5 s wait between
 lock attempts, as for run. Never set it in production.
@@ -97,8 +118,18 @@ lock attempts, as for run. Never set it in production.
 	if heartbeat <= 0 {
 		return fail(errors.New("--heartbeat must be positive"))
 	}
-	if ttl <= 0 {
-		return fail(errors.New("--ttl must be positive"))
+	if err := sidecar.CheckTTL(ttl); err != nil {
+		return fail(fmt.Errorf("--ttl: %w", err))
+	}
+	for _, o := range origins {
+		if _, err := sidecar.NormalizeOrigin(o); err != nil {
+			return fail(fmt.Errorf("--allow-origin: %w", err))
+		}
+	}
+	for _, h := range hosts {
+		if _, err := sidecar.NormalizeHost(h); err != nil {
+			return fail(fmt.Errorf("--allow-host: %w", err))
+		}
 	}
 	jitter, err := testJitter()
 	if err != nil {
@@ -127,6 +158,27 @@ lock attempts, as for run. Never set it in production.
 		log.Warn().Msg("no --host (CLOUDSHELL_HOST): every acquire request must name its CloudShell in \"cloudshell\"")
 	}
 
+	var authToken string
+	if tokenFile != "" {
+		tok, created, err := sidecar.LoadOrCreateTokenFile(tokenFile)
+		if err != nil {
+			return fail(fmt.Errorf("--auth-token-file: %w", err))
+		}
+		authToken = tok
+		verb := "using the bearer token in"
+		if created {
+			verb = "created a bearer token in"
+		}
+		log.Info().Str("file", tokenFile).Msg(verb + " --auth-token-file: clients must send \"Authorization: Bearer <token>\"")
+	}
+	// With --allow-remote on a name, that name is the sidecar's address too.
+	if host, _, err := net.SplitHostPort(listen); err == nil && allowRemote && host != "" && net.ParseIP(host) == nil {
+		hosts = append(hosts, host)
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
 	ln, err := sidecar.Listen(listen, allowRemote)
 	if err != nil {
 		fmt.Fprintf(stderr, "csmutex serve: %v\n", err)
@@ -140,10 +192,33 @@ lock attempts, as for run. Never set it in production.
 		sidecar.WithHeartbeat(heartbeat),
 		sidecar.WithDefaultTTL(ttl),
 		sidecar.WithMutexOptions(jitter...),
+		sidecar.WithAllowedOrigins(origins...),
+		sidecar.WithAllowedHosts(hosts...),
+		sidecar.WithBearerToken(authToken),
 	)
 
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	// Log on before announcing the address, as run does: a wrong password or an
+	// unreachable server is a startup failure (69), not a surprise for the first driver.
+	// The session is kept for the requests.
+	if creds.Host != "" {
+		if err := srv.LogOn(ctx); err != nil {
+			_ = ln.Close()
+			_ = srv.Shutdown(context.Background())
+			if ctx.Err() != nil {
+				log.Info().Msg("interrupted while logging on to CloudShell; nothing was held")
+				return exitOK
+			}
+			who := "user " + strconv.Quote(creds.User)
+			if creds.Token != "" {
+				who = "with the admin token"
+			}
+			derr := &dialError{addr: conn.addr(), user: who, err: err}
+			fmt.Fprintf(stderr, "csmutex serve: %v\n", derr)
+			return exitCodeFor(derr)
+		}
+		log.Info().Str("cloudshell", creds.String()).Msg("logged on to CloudShell")
+	}
+
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	addr := sidecar.ListenerAddr(ln)
@@ -167,4 +242,19 @@ lock attempts, as for run. Never set it in production.
 	_ = ln.Close()
 	log.Info().Msg("stopped")
 	return code
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string {
+	if l == nil {
+		return ""
+	}
+	return strings.Join(*l, ",")
+}
+
+func (l *stringList) Set(v string) error {
+	*l = append(*l, v)
+	return nil
 }

@@ -159,14 +159,24 @@ func TestServeUnixSocket0600(t *testing.T) {
 	if fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket mode %v", fi.Mode())
 	}
-	resp, err := r.client().Get(r.url("/healthz"))
+	resp, err := r.client().Get(r.url("/livez"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if string(b) != "ok" {
-		t.Fatalf("healthz %q", b)
+		t.Fatalf("livez %q", b)
+	}
+	// Without --host there is no CloudShell of its own to report on.
+	resp, err = r.client().Get(r.url("/healthz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"status":"ok"`)) || !bytes.Contains(b, []byte(`"configured":false`)) {
+		t.Fatalf("healthz %d %s", resp.StatusCode, b)
 	}
 	// Without --host, a request must name its CloudShell.
 	if resp, body := r.post(t, "/v1/acquire", `{"reservation_id":"r"}`); resp.StatusCode != 400 || !bytes.Contains(body, []byte("no CloudShell host")) {

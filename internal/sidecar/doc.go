@@ -10,11 +10,16 @@
 //	POST /v1/keepalive  extend a token-mode hold by its ttl
 //	POST /v1/release    release a hold by its token
 //	GET  /v1/locks      held and waiting locks
-//	GET  /healthz       "ok"
+//	GET  /healthz       JSON: the sidecar's CloudShell reachable, its last logon (503 if not)
+//	GET  /livez         "ok" while the process serves
 //	GET  /metrics       Prometheus metrics (the sidecar's own registry)
 //
-// The sidecar has no authentication: whoever can connect can take locks in the sidecar's
-// name. It therefore listens on loopback or on a unix socket of mode 0600 (see Listen), and a
-// hold can only be released by its token (or, in stream mode, by closing the connection).
-// Credentials never appear in responses, logs or metrics.
+// Whoever can connect can take locks in the sidecar's name. It therefore listens on
+// loopback or on a unix socket of mode 0600 (see Listen), and a hold can only be released
+// by its token (or, in stream mode, by closing the connection). Every request passes a
+// guard (guard.go) against web pages the user opens: its Host must be the sidecar's own
+// address (DNS rebinding), an Origin header must be explicitly allowed, a POST must be
+// application/json, and CORS preflights are never granted. An optional bearer token
+// (WithBearerToken, LoadOrCreateTokenFile) covers hosts shared by several users.
+// Credentials and the bearer token never appear in responses, logs or metrics.
 package sidecar

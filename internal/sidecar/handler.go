@@ -23,13 +23,11 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/keepalive", s.handleKeepalive)
 	mux.HandleFunc("POST /v1/release", s.handleRelease)
 	mux.HandleFunc("GET /v1/locks", s.handleLocks)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = io.WriteString(w, "ok")
-	})
+	mux.HandleFunc("GET /healthz", s.handleHealthz)
+	mux.HandleFunc("GET /livez", handleLivez)
 	mux.Handle("GET /metrics", s.metrics.handler())
 	allowed := map[string]string{"/v1/acquire": "POST", "/v1/keepalive": "POST", "/v1/release": "POST",
-		"/v1/locks": "GET, HEAD", "/healthz": "GET, HEAD", "/metrics": "GET, HEAD"}
+		"/v1/locks": "GET, HEAD", "/healthz": "GET, HEAD", "/livez": "GET, HEAD", "/metrics": "GET, HEAD"}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if methods, ok := allowed[r.URL.Path]; ok {
 			w.Header().Set("Allow", methods)
@@ -45,7 +43,8 @@ func (s *Server) routes() http.Handler {
 type errorBody struct {
 	Error string `json:"error"`
 	// Kind: bad_request, not_found, timeout, locked, unauthorized, setup, permanent,
-	// unavailable, shutting_down, lost.
+	// unavailable, shutting_down, lost; from the guard (guard.go): forbidden,
+	// unauthenticated, unsupported_media_type.
 	Kind string `json:"kind"`
 	// Holder names who holds the lock (409), when it could be read.
 	Holder string `json:"holder,omitempty"`
@@ -209,23 +208,21 @@ func (s *Server) parseAcquire(w http.ResponseWriter, r *http.Request) (acquirePa
 	default:
 		return p, fmt.Errorf(`unknown mode %q: want "stream" or "token"`, p.mode)
 	}
-	timeout, set, err := parseDuration("timeout", req.Timeout)
+	// Ranges and their reasons: limits.go.
+	timeout, set, err := parseDurationIn("timeout", req.Timeout, 0, MaxTimeout, " (a single attempt)")
 	switch {
 	case err != nil:
 		return p, err
-	case set && timeout < 0:
-		return p, errors.New("timeout must not be negative")
 	case set:
 		p.timeout = timeout
 	}
-	ttl, set, err := parseDuration("ttl", req.TTL)
+	if raw := req.TTL; len(raw) > 0 && string(raw) != "null" && p.mode != ModeToken {
+		return p, errors.New(`ttl applies only to mode "token"`)
+	}
+	ttl, set, err := parseDurationIn("ttl", req.TTL, MinTTL, MaxTTL, "")
 	switch {
 	case err != nil:
 		return p, err
-	case set && p.mode != ModeToken:
-		return p, errors.New(`ttl applies only to mode "token"`)
-	case set && ttl <= 0:
-		return p, errors.New("ttl must be positive")
 	case set:
 		p.ttl = ttl
 	}

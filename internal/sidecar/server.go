@@ -82,6 +82,8 @@ type Server struct {
 	now        func() time.Time
 
 	clients *clientCache
+	sec     security    // the request guard's settings (guard.go)
+	health  healthState // logons to the sidecar's own CloudShell (health.go)
 	reg     *registry
 	metrics *metrics
 	handler http.Handler
@@ -116,6 +118,7 @@ func New(opts ...Option) *Server {
 		defaultTTL: DefaultTTL,
 		now:        time.Now,
 		reg:        newRegistry(),
+		sec:        newSecurity(),
 		gone:       map[string]goneHold{},
 		stopSweep:  make(chan struct{}),
 		sweepDone:  make(chan struct{}),
@@ -136,14 +139,15 @@ func New(opts ...Option) *Server {
 		s.defaultTTL = DefaultTTL
 	}
 	s.metrics = newMetrics(s)
-	s.clients = newClientCache(s.dial, s.metrics.instrument)
+	s.clients = newClientCache(s.trackDial(s.dial), s.metrics.instrument)
 	s.base, s.cancelBase = context.WithCancel(context.Background())
-	s.handler = s.routes()
+	s.handler = s.guard(s.routes())
 	go s.sweeper()
 	return s
 }
 
-// Handler returns the HTTP API.
+// Handler returns the HTTP API, behind the guard (guard.go): Host, Origin, bearer token
+// and Content-Type checks.
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Serve serves the API on ln until Shutdown. It returns nil after Shutdown.

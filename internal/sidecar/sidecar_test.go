@@ -275,16 +275,30 @@ func TestServeStreamLost(t *testing.T) {
 	t.Fatal("no lost line")
 }
 
+// testClock is a settable clock for the sidecar's token expiry (WithClock).
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *testClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
 func TestServeTokenKeepaliveExpiryRelease(t *testing.T) {
-	e := newEnv(t)
-	tok := e.acquireToken("driver-t", map[string]any{"ttl": "300ms"})
+	clk := &testClock{now: time.Now()}
+	e := newEnv(t, WithClock(clk.Now))
+	tok := e.acquireToken("driver-t", map[string]any{"ttl": "1s"})
 	if l := e.locks(); len(l.Held) != 1 || l.Held[0].Mode != "token" || l.Held[0].ExpiresAt == nil {
 		t.Fatalf("locks %+v", l)
 	}
-	// Kept alive past several ttls.
+	// Kept alive past several ttls (by the sidecar's clock).
 	for i := 0; i < 6; i++ {
-		time.Sleep(100 * time.Millisecond)
-		if code, out := e.post("/v1/keepalive", map[string]any{"token": tok}); code != http.StatusOK || out["ttl"] != "300ms" {
+		clk.Add(600 * time.Millisecond)
+		if code, out := e.post("/v1/keepalive", map[string]any{"token": tok}); code != http.StatusOK || out["ttl"] != "1s" {
 			t.Fatalf("keepalive: %d %v", code, out)
 		}
 	}
@@ -292,6 +306,7 @@ func TestServeTokenKeepaliveExpiryRelease(t *testing.T) {
 		t.Fatalf("kept-alive lock owner = %q", got)
 	}
 	// No keepalive: the sidecar releases it by its own clock.
+	clk.Add(1100 * time.Millisecond)
 	e.waitFor("expiry", 2*time.Second, func() bool { return e.lockOwner("MUTEX") == "" })
 	if code, out := e.post("/v1/keepalive", map[string]any{"token": tok}); code != http.StatusGone || !strings.Contains(fmt.Sprint(out["error"]), "expired") {
 		t.Fatalf("keepalive after expiry: %d %v", code, out)
@@ -365,11 +380,11 @@ func TestServeBadRequests(t *testing.T) {
 		{"missing reservation", "/v1/acquire", `{"name":"MUTEX"}`, "reservation_id is required"},
 		{"blank reservation", "/v1/acquire", `{"reservation_id":"  "}`, "reservation_id is required"},
 		{"unknown mode", "/v1/acquire", `{"reservation_id":"r","mode":"flock"}`, "unknown mode"},
-		{"negative timeout", "/v1/acquire", `{"reservation_id":"r","timeout":-1}`, "timeout must not be negative"},
-		{"negative timeout string", "/v1/acquire", `{"reservation_id":"r","timeout":"-5s"}`, "timeout must not be negative"},
+		{"negative timeout", "/v1/acquire", `{"reservation_id":"r","timeout":-1}`, "timeout -1 is out of range: it must be between 0s"},
+		{"negative timeout string", "/v1/acquire", `{"reservation_id":"r","timeout":"-5s"}`, "must be between 0s (a single attempt) and 24h"},
 		{"bad timeout", "/v1/acquire", `{"reservation_id":"r","timeout":"soon"}`, "timeout must be a duration"},
 		{"ttl in stream mode", "/v1/acquire", `{"reservation_id":"r","ttl":"5s"}`, "ttl applies only"},
-		{"zero ttl", "/v1/acquire", `{"reservation_id":"r","mode":"token","ttl":0}`, "ttl must be positive"},
+		{"zero ttl", "/v1/acquire", `{"reservation_id":"r","mode":"token","ttl":0}`, "ttl 0 is out of range: it must be between 1s and 24h"},
 		{"negative lease", "/v1/acquire", `{"reservation_id":"r","lease":"-1s"}`, "lease must not be negative"},
 		{"unknown field", "/v1/acquire", `{"reservation_id":"r","timout":"5s"}`, `unknown field "timout"`},
 		{"break name", "/v1/acquire", `{"reservation_id":"r","name":"MUTEX.break.x"}`, ".break."},
@@ -661,9 +676,9 @@ func TestServeShutdownReleasesAll(t *testing.T) {
 	}
 }
 
-func TestServeHealthz(t *testing.T) {
+func TestServeLivez(t *testing.T) {
 	e := newEnv(t)
-	resp, err := http.Get(e.ts.URL + "/healthz")
+	resp, err := http.Get(e.ts.URL + "/livez")
 	if err != nil {
 		t.Fatal(err)
 	}
