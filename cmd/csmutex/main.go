@@ -28,8 +28,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"runtime"
-	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -37,10 +35,6 @@ import (
 
 	"github.com/rs/zerolog"
 )
-
-// version is set at link time (-ldflags "-X main.version=v1.2.3"); otherwise the module
-// version from the build info is used.
-var version = ""
 
 func main() {
 	zerolog.TimeFieldFormat = time.RFC3339Nano // sub-second times: lock waits are short
@@ -65,8 +59,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	case "release":
 		return releaseCmd(ctx, rest, stdout, stderr)
 	case "version", "-version", "--version":
-		fmt.Fprintf(stdout, "csmutex %s (%s, %s/%s)\n", versionString(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
-		return exitOK
+		return versionCmd(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		if len(rest) > 0 && rest[0] != "help" && !strings.HasPrefix(rest[0], "-") {
 			return Main(ctx, []string{rest[0], "--help"}, stdin, stdout, stderr)
@@ -91,7 +84,7 @@ Usage:
   csmutex status -r ID [--json] [--name NAME]      list the locks in a reservation
   csmutex release -r ID [--name NAME] --force      break a lock, whoever holds it
   csmutex serve [flags]                            run the lock sidecar
-  csmutex version                                  print the version
+  csmutex version                                  print version, commit, Go version, os/arch
   csmutex help [COMMAND]                           show help (also COMMAND --help)
 
 Connection flags (every command; a flag wins over its environment variable):
@@ -102,16 +95,6 @@ Connection flags (every command; a flag wins over its environment variable):
   CLOUDSHELL_PASSWORD, CLOUDSHELL_DOMAIN, CLOUDSHELL_TOKEN, CLOUDSHELL_RESERVATION_ID
 
 ` + exitCodesHelp
-
-func versionString() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "(devel)"
-}
 
 // newFlagSet returns a flag set that reports errors to its caller instead of printing or
 // exiting: each command prints one line and its own usage.

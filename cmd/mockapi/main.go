@@ -5,7 +5,12 @@
 //
 // It prints one "reservation <id>" line per pre-created reservation, then
 // "listening on http://HOST:PORT" once it accepts connections; request logs go to stderr.
-// SIGINT/SIGTERM shut it down gracefully.
+// SIGINT/SIGTERM shut it down gracefully. `mockapi -help` documents the flags, the admin
+// API (/admin/faults, /admin/reservations) and how to end a reservation.
+//
+// Exit codes follow csmutex's (sysexits(3)): 0 after SIGINT/SIGTERM, 64 usage error,
+// 69 cannot listen (address in use) or serving failed, 70 the built-in data model does
+// not load (a bug).
 package main
 
 import (
@@ -29,8 +34,51 @@ import (
 	mutexpkg "github.com/csmutex/csmutex/package"
 )
 
-// exitUsage is EX_USAGE from sysexits.h.
-const exitUsage = 64
+// Exit codes, as csmutex's (cmd/csmutex/exitcode.go), from sysexits.h.
+const (
+	exitOK          = 0
+	exitUsage       = 64 // EX_USAGE: bad flag or argument
+	exitUnavailable = 69 // EX_UNAVAILABLE: cannot listen (address in use), or serving failed
+	exitSoftware    = 70 // EX_SOFTWARE: the built-in data model does not load
+)
+
+const synopsis = "usage: mockapi [flags]"
+
+// helpText follows the flags in -help: the admin API, how to end a reservation, the
+// exit codes. Keep it in step with mockapi/admin.go and the README.
+const helpText = `
+Admin API (JSON over HTTP, unauthenticated, on the same address):
+  GET    /admin/faults                       the faults in force and how often each matched:
+                                             {"faults":[...],"expireTokensAfter":N}
+  PUT    /admin/faults                       set one method's fault, replacing the previous one:
+                                             {"method":"AddServiceToReservation","errorRate":0.5,"latency":"20ms"}
+                                             "method" may be "*"; the other keys are those of
+                                             -fault; {"expireTokensAfter":N} alone sets only that
+  DELETE /admin/faults                       clear every fault and the token expiry
+  POST   /admin/reservations                 create a reservation: {"name":"...","owner":"..."}
+                                             answers 201 {"id":"..."}
+  GET    /admin/reservations/{id}            the reservation: status, ended, services,
+                                             resources, connectors, sandbox data
+  GET    /admin/reservations/{id}/history    every change made to it, in order
+  GET    /admin/reservations/{id}/messages   the texts written to its output
+  Example: curl -X PUT -d '{"method":"*","latency":"50ms"}' http://127.0.0.1:8029/admin/faults
+
+Ending a reservation (there is no admin call: use the Automation API, as on CloudShell):
+  log on, then call EndReservation with the token in the Authorization header:
+    TOKEN=$(curl -s -d '<Logon><username>admin</username><password>admin</password><domainName>Global</domainName></Logon>' \
+      http://127.0.0.1:8029/ResourceManagerApiService/Logon | sed -n 's/.*Token Token="\([^"]*\)".*/\1/p')
+    curl -s -H "Authorization: MachineName=shell;Token=$TOKEN" \
+      -d '<EndReservation><reservationId>ID</reservationId></EndReservation>' \
+      http://127.0.0.1:8029/ResourceManagerApiService/EndReservation
+  From then on its status is "Completed" and every call that would change it fails with
+  "Reservation 'ID' has ended" (csmutex: exit 65).
+
+Exit codes (as csmutex's):
+  0       stopped by SIGINT or SIGTERM
+  64      usage error: bad flag or value
+  69      cannot listen (address in use, bad address) or serving failed
+  70      the built-in Mutex Service data model does not load (a bug)
+`
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -65,19 +113,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	)
 	fs.Var(&faults, "fault", "fault `Method:key=value,...` (repeatable; Method may be *); keys: client, count, errorRate, errorCode, errorMessage, latency, latencyJitter, http500Rate, dropAfterCommitRate, failBeforeCommitRate")
 	fs.Var(&resources, "resource", "known resource `path=family/model` (repeatable)")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: mockapi [flags]\n\nServes a mock CloudShell Automation API.\n\n")
-		fs.PrintDefaults()
+	shortUsage := func() {
+		fmt.Fprintf(stderr, "%s\nrun 'mockapi -help' for the flags, the admin API and the exit codes.\n", synopsis)
 	}
+	fs.Usage = func() {} // the flag package prints the error; run prints the usage
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			fmt.Fprintf(stdout, "%s\n\nServes an in-memory mock of the CloudShell Automation API (XML over HTTP POST at\n/ResourceManagerApiService/<Method>). It prints \"reservation ID\" for each of\n-reservations, then \"listening on http://ADDR\". SIGINT or SIGTERM shuts it down.\n\nFlags:\n", synopsis)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+			fmt.Fprint(stdout, helpText)
+			return exitOK
 		}
+		shortUsage()
 		return exitUsage
 	}
 	usageErr := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "mockapi: "+format+"\n", a...)
-		fs.Usage()
+		shortUsage()
 		return exitUsage
 	}
 	if fs.NArg() > 0 {
@@ -132,7 +185,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	srv := mockapi.New(opts...)
 	if err := srv.Err(); err != nil {
 		fmt.Fprintf(stderr, "mockapi: %v\n", err)
-		return 1
+		return exitSoftware
 	}
 	for _, p := range parsed {
 		srv.Faults().Set(p.method, p.fault)
@@ -141,8 +194,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
-		fmt.Fprintf(stderr, "mockapi: %v\n", err)
-		return 1
+		fmt.Fprintf(stderr, "mockapi: cannot listen: %v\n", err)
+		return exitUnavailable
 	}
 	for i := 1; i <= *reservations; i++ {
 		id := srv.CreateReservation(fmt.Sprintf("mock-reservation-%d", i), *username)
@@ -156,7 +209,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	select {
 	case err := <-served:
 		fmt.Fprintf(stderr, "mockapi: %v\n", err)
-		return 1
+		return exitUnavailable
 	case <-ctx.Done():
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -166,7 +219,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		_ = hs.Close()
 	}
 	logger.Info().Msg("shut down")
-	return 0
+	return exitOK
 }
 
 // isTerminal: colour codes only help a human watching; in CI logs they are noise.
