@@ -94,3 +94,14 @@ func sentinelOf(err error) error {
 	}
 	return nil
 }
+
+// CallClass is the class of an error returned by one API call (not by Lock or Unlock), for
+// callers that watch calls: metrics, logs. A collision is Contended, an authentication
+// failure Auth, any other CloudShell refusal Invalid, everything else Unavailable; a write
+// whose outcome is unknown (cloudshell.ErrAmbiguous) is Unavailable too.
+func CallClass(err error) Class {
+	if err == nil {
+		return ClassNone
+	}
+	return ClassOf(classify(context.Background(), err))
+}

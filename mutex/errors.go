@@ -130,8 +130,8 @@ type TimeoutError struct {
 	Holder Owner // zero if the holder could not be read
 	Waited time.Duration
 	Tries  int
-	// Unavailable is true when CloudShell was failing at the end of the wait (the last
-	// attempt got no usable answer), false when the lock was simply held all along.
+	// Unavailable is true when the wait saw no holder at all, only failures: CloudShell was
+	// the problem, not contention. False when the lock was seen held.
 	Unavailable bool
 	// Deadline is true when the caller's context deadline ended the wait; false when the
 	// wait limit (WithWaitLimit) did.

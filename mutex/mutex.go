@@ -166,7 +166,7 @@ func (m *Mutex) limit(ctx context.Context) (context.Context, context.CancelFunc)
 func (m *Mutex) timeout(parent context.Context, start time.Time, tries int, holder Owner, last error) error {
 	return &TimeoutError{
 		Name: m.cfg.name, Holder: holder, Waited: m.cfg.clock.Now().Sub(start), Tries: tries, Last: last,
-		Unavailable: last != nil,
+		Unavailable: holder.IsZero() && last != nil,
 		Deadline:    errors.Is(parent.Err(), context.DeadlineExceeded),
 	}
 }

@@ -67,9 +67,10 @@ func defaultConfig() config {
 }
 
 func (c *config) validate() error {
+	if err := ValidateName(c.name); err != nil {
+		return err
+	}
 	switch {
-	case c.name == "":
-		return fmt.Errorf("mutex: lock name must not be empty")
 	case c.model == "":
 		return fmt.Errorf("mutex: service model must not be empty")
 	case c.lease < 0:

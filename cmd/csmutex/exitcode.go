@@ -104,18 +104,25 @@ func exitCodeFor(err error) int {
 		return exitOK
 	case errors.As(err, &ue):
 		return exitUsage
-	case errors.As(err, &de), errors.Is(err, cloudshell.ErrUnauthorized):
+	case errors.As(err, &de):
 		return exitUnavailable
-	case errors.Is(err, mutex.ErrSetup):
+	}
+	// Everything else is the mutex's classification, translated.
+	switch mutex.ClassOf(err) {
+	case mutex.ClassAuth, mutex.ClassUnavailable, mutex.ClassTimeout:
+		return exitUnavailable
+	case mutex.ClassSetup, mutex.ClassInvalid:
+		// The model is missing, the reservation is unknown or over, or the server rejected
+		// an argument.
 		return exitDataErr
-	case errors.Is(err, context.Canceled):
+	case mutex.ClassCanceled:
 		return exitSignalBase + 2 // interrupted; as if by SIGINT
-	case mutex.IsPermanent(err):
-		// The reservation is unknown or over, or the server rejected an argument. (An
-		// authentication failure is permanent too, but was matched above.)
-		return exitDataErr
+	case mutex.ClassLost:
+		return exitLockLost
 	default:
-		// Transient trouble that outlasted the retries: the server is not answering well.
+		if errors.Is(err, context.Canceled) {
+			return exitSignalBase + 2
+		}
 		return exitUnavailable
 	}
 }
@@ -127,11 +134,9 @@ func lockFailureCode(err error, conflict int) int {
 	switch {
 	case errors.Is(err, mutex.ErrLocked):
 		return conflict
+	case errors.As(err, &te) && te.Unavailable:
+		return exitUnavailable // CloudShell was failing, not contended
 	case errors.As(err, &te):
-		if te.Holder.IsZero() && te.Last != nil {
-			// Never saw a holder, only failures: the server was the problem, not contention.
-			return exitUnavailable
-		}
 		return conflict
 	}
 	return exitCodeFor(err)

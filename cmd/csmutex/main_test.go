@@ -130,7 +130,7 @@ func TestParseRunShortAndLongFlags(t *testing.T) {
 		check func(o *runOptions) error
 	}{
 		{"defaults", []string{"-r", "R1"}, func(o *runOptions) error {
-			if o.timeout != 5*time.Minute || o.lease != time.Minute || o.killGrace != 10*time.Second ||
+			if o.timeout != 5*time.Minute || o.lease != time.Minute || o.killGrace != 5*time.Second ||
 				o.conflict != 75 || o.name != "MUTEX" || o.nonblock || o.reservation != "R1" {
 				return fmt.Errorf("defaults: %+v", *o)
 			}
@@ -143,9 +143,9 @@ func TestParseRunShortAndLongFlags(t *testing.T) {
 			return nil
 		}},
 		{"long", []string{"--reservation", "R3", "--timeout", "1m30s", "--nonblock", "--conflict-exit-code", "9",
-			"--verbose", "--lease", "2", "--kill-grace", "250ms", "--name", "LOCK2", "--owner", "me"}, func(o *runOptions) error {
+			"--verbose", "--lease", "2", "--kill-grace", "150ms", "--name", "LOCK2", "--owner", "me"}, func(o *runOptions) error {
 			if o.reservation != "R3" || o.timeout != 90*time.Second || !o.nonblock || o.conflict != 9 || !o.log.verbose ||
-				o.lease != 2*time.Second || o.killGrace != 250*time.Millisecond || o.name != "LOCK2" || o.owner != "me" {
+				o.lease != 2*time.Second || o.killGrace != 150*time.Millisecond || o.name != "LOCK2" || o.owner != "me" {
 				return fmt.Errorf("long: %+v", *o)
 			}
 			return nil
@@ -299,7 +299,7 @@ func TestExitCodeMapping(t *testing.T) {
 		{"locked", &mutex.LockedError{Name: "MUTEX", Holder: holder}, 42},
 		{"timeout with holder", &mutex.TimeoutError{Name: "MUTEX", Holder: holder}, 42},
 		{"timeout, holder seen, last error transient", &mutex.TimeoutError{Name: "MUTEX", Holder: holder, Last: transport}, 42},
-		{"timeout, never reached the server", &mutex.TimeoutError{Name: "MUTEX", Last: transport}, exitUnavailable},
+		{"timeout, never reached the server", &mutex.TimeoutError{Name: "MUTEX", Last: transport, Unavailable: true}, exitUnavailable},
 		{"usage", usageErrorf("bad"), exitUsage},
 		{"dial", &dialError{addr: "h:1", err: transport}, exitUnavailable},
 		{"unauthorized", fmt.Errorf("x: %w", cloudshell.ErrUnauthorized), exitUnavailable},

@@ -406,7 +406,7 @@ func TestProcessLockLost(t *testing.T) {
 	m := startMock(t)
 	dir := t.TempDir()
 	ready, marker := filepath.Join(dir, "ready"), filepath.Join(dir, "marker")
-	p := m.start(t, "run", "--lease", "600ms", "--kill-grace", "5s", "--", "sh", "-c",
+	p := m.start(t, "run", "--lease", "6s", "--kill-grace", "500ms", "--", "sh", "-c",
 		fmt.Sprintf(`trap 'echo got-term > %s; exit 0' TERM; echo $$ > %s; while :; do sleep 0.02; done`, marker, ready))
 	killGroupLater(t, ready)
 	waitFile(t, ready, p)
@@ -429,7 +429,7 @@ func TestProcessLockLostKillAfterGrace(t *testing.T) {
 	t.Parallel()
 	m := startMock(t)
 	ready := filepath.Join(t.TempDir(), "ready")
-	p := m.start(t, "run", "--lease", "600ms", "--kill-grace", "200ms", "--", "sh", "-c",
+	p := m.start(t, "run", "--lease", "6s", "--kill-grace", "500ms", "--", "sh", "-c",
 		fmt.Sprintf(`trap '' TERM; echo $$ > %s; while :; do sleep 0.02; done`, ready))
 	killGroupLater(t, ready)
 	waitFile(t, ready, p)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/user"
-	"strings"
 
 	"github.com/csmutex/csmutex/mutex"
 )
@@ -49,8 +48,8 @@ command and exits 70; a legacy holder does not, and goes on unprotected. Use
 		return fail(err)
 	}
 	switch {
-	case strings.TrimSpace(name) == "":
-		return fail(errors.New("--name must not be empty"))
+	case mutex.ValidateName(name) != nil:
+		return fail(fmt.Errorf("--name: %w", mutex.ValidateName(name)))
 	case !force:
 		return fail(fmt.Errorf("refusing to release lock %q without --force: it removes the lock whoever holds it, "+
 			"breaking someone else's lock while their work may still be running (see 'csmutex status -r %s')", name, resID))

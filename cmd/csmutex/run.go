@@ -66,6 +66,10 @@ after --kill-grace (on Windows it is killed at once), and csmutex exits 70.
 	fmt.Fprint(w, exitCodesHelp)
 }
 
+// defaultKillGrace is how long a command that lost its lock gets between SIGTERM and
+// SIGKILL, unless the lease's margin demands less (see parseRun).
+const defaultKillGrace = 5 * time.Second
+
 // parseRun checks the command line completely, touching no network. It returns nil and
 // the exit code when the command must stop (help, or a usage error).
 func parseRun(args []string, stdout, stderr io.Writer) (*runOptions, int) {
@@ -86,8 +90,8 @@ func parseRun(args []string, stdout, stderr io.Writer) (*runOptions, int) {
 	}
 	fs.Var(newDurationValue(&o.lease, mutex.DefaultLease), "lease",
 		"`DURATION` after which waiters may break the lock if csmutex stops renewing it\n(killed, host down); 0 = never expires")
-	fs.Var(newDurationValue(&o.killGrace, 10*time.Second), "kill-grace",
-		"after a lost lock, wait `DURATION` between SIGTERM and SIGKILL")
+	fs.Var(newDurationValue(&o.killGrace, defaultKillGrace), "kill-grace",
+		"after a lost lock, wait `DURATION` between SIGTERM and SIGKILL; at most half the lease's\nloss margin (lease/12), which is also the default when that is shorter than 5s")
 
 	help := func(w io.Writer) { runHelp(w, fs) }
 	if done, code := parseFlags(fs, args, stdout, stderr, help, runSynopsis); done {
@@ -112,13 +116,30 @@ func parseRun(args []string, stdout, stderr io.Writer) (*runOptions, int) {
 	if o.reservation, err = res.get(); err != nil {
 		return fail(err)
 	}
+	graceSet := false
+	fs.Visit(func(f *flag.Flag) { graceSet = graceSet || f.Name == "kill-grace" })
+	if err := mutex.ValidateName(o.name); err != nil {
+		return fail(fmt.Errorf("--name: %w", err))
+	}
 	switch {
-	case strings.TrimSpace(o.name) == "":
-		return fail(errors.New("--name must not be empty"))
 	case o.lease > 0 && o.lease < minLease:
 		return fail(fmt.Errorf("--lease must be 0 (never expires) or at least %s, not %s", minLease, o.lease))
 	case o.conflict < 0 || o.conflict > 255:
 		return fail(fmt.Errorf("-E/--conflict-exit-code must be between 0 and 255, not %d", o.conflict))
+	}
+	if o.lease > 0 {
+		// The holder declares the lock lost at its loss point; waiters may break it only
+		// the loss margin (lease/6) later. SIGKILL must land well inside that margin, or the
+		// command may still be editing when the next holder starts: half of it is the
+		// grace, the other half is slack for the kill and a busy machine.
+		limit := mutex.LossMargin(o.lease) / 2
+		switch {
+		case !graceSet:
+			o.killGrace = min(o.killGrace, limit)
+		case o.killGrace > limit:
+			return fail(fmt.Errorf("--kill-grace %s is too long for --lease %s: a command that ignores SIGTERM could still run when another driver may take the lock; use at most %s (lease/12), or a longer lease",
+				o.killGrace, o.lease, limit))
+		}
 	}
 	if o.jitter, err = testJitter(); err != nil {
 		return fail(err)

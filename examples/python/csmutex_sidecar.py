@@ -209,6 +209,9 @@ def _check_name(name):
                          % (bad[1], bad[0], text))
     if text != text.strip():
         raise ValueError("lock name must not start or end with whitespace: %r" % (text,))
+    for c in u"<>&\"'":
+        if c in text:
+            raise ValueError("lock name must not contain %r (none of <>&\"' is allowed): %r" % (c, text))
     if u".break." in text:
         raise ValueError('lock name must not contain ".break." (reserved for csmutex\'s break locks): %r'
                          % (text,))

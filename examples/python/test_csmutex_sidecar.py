@@ -281,6 +281,8 @@ class ArgumentTest(unittest.TestCase):
         (u"MU\u2028TEX", "control characters"),
         ("MUTEX.break.0123abcd", ".break."),
         ("x" * (MAX_NAME_LENGTH + 1), "characters long"),
+        ("MUTEX<x>&", "none of <>&"),
+        ('MU"TEX', "none of <>&"),
     ]
 
     def assert_bad_name(self, call):
@@ -719,7 +721,7 @@ class InterruptTest(unittest.TestCase):
             try:
                 got["result"] = run_locked(_reservation, long_edit, name="PY-INT-RUN", interrupt=True,
                                            csmutex=_bins["csmutex"], env=_cs_env(),
-                                           csmutex_args=["--lease", "1s", "--kill-grace", "100ms"])
+                                           csmutex_args=["--lease", "1s", "--kill-grace", "50ms"])
             except BaseException as e:  # noqa: BLE001
                 got["result"] = e
 

@@ -186,11 +186,8 @@ func (s *Server) parseAcquire(w http.ResponseWriter, r *http.Request) (acquirePa
 	if p.name == "" {
 		p.name = mutex.DefaultName
 	}
-	switch {
-	case len(p.name) > maxLabelLen || strings.ContainsAny(p.name, "\x00\r\n"):
-		return p, errors.New("name is malformed")
-	case strings.Contains(p.name, ".break."):
-		return p, errors.New(`name must not contain ".break." (reserved for break locks)`)
+	if err := mutex.ValidateName(p.name); err != nil {
+		return p, err
 	}
 	if len(p.owner) > maxLabelLen || strings.ContainsAny(p.owner, "\x00\r\n") {
 		return p, errors.New("owner is malformed")
@@ -373,11 +370,12 @@ func (e *dialError) Unwrap() error { return e.err }
 func (s *Server) classify(err error, r *http.Request) (int, errorBody, string) {
 	var le *mutex.LockedError
 	var te *mutex.TimeoutError
+	var de *dialError
 	switch {
 	case errors.As(err, &le):
 		return http.StatusConflict, errorBody{Error: err.Error(), Kind: "locked", Holder: holderLabel(le.Holder)}, resultTimeout
-	case errors.As(err, &te) && te.Holder.IsZero() && te.Last != nil:
-		return http.StatusServiceUnavailable, errorBody{Error: err.Error(), Kind: "unavailable"}, resultError
+	case errors.As(err, &te) && te.Unavailable:
+		return http.StatusServiceUnavailable, errorBody{Error: err.Error(), Kind: "unavailable", Holder: holderLabel(te.Holder)}, resultError
 	case errors.As(err, &te):
 		return http.StatusConflict, errorBody{Error: err.Error(), Kind: "timeout", Holder: holderLabel(te.Holder)}, resultTimeout
 	case s.base.Err() != nil:
@@ -386,20 +384,23 @@ func (s *Server) classify(err error, r *http.Request) (int, errorBody, string) {
 		return 499, errorBody{Error: "canceled", Kind: "canceled"}, resultCanceled
 	case errors.Is(err, cloudshell.ErrInvalidArgument):
 		return http.StatusBadRequest, errorBody{Error: err.Error(), Kind: "bad_request"}, resultError
-	case errors.Is(err, cloudshell.ErrUnauthorized):
-		return http.StatusBadGateway, errorBody{Error: err.Error(), Kind: "unauthorized"}, resultError
-	case errors.Is(err, mutex.ErrSetup):
-		return http.StatusBadGateway, errorBody{Error: err.Error(), Kind: "setup"}, resultError
-	case mutex.IsPermanent(err):
-		return http.StatusBadGateway, errorBody{Error: err.Error(), Kind: "permanent"}, resultError
-	case cloudshell.IsTransient(err), errors.Is(err, context.DeadlineExceeded):
+	case errors.As(err, &de) && !errors.Is(err, cloudshell.ErrUnauthorized) && mutex.CallClass(err) == mutex.ClassUnavailable:
 		return http.StatusServiceUnavailable, errorBody{Error: err.Error(), Kind: "unavailable"}, resultError
-	default:
-		var de *dialError
-		if errors.As(err, &de) {
-			// A logon refused for a reason other than 401 (e.g. an API error envelope).
-			return http.StatusBadGateway, errorBody{Error: err.Error(), Kind: "unauthorized"}, resultError
-		}
+	case errors.As(err, &de):
+		// A logon refused (401, or an API error envelope).
+		return http.StatusBadGateway, errorBody{Error: err.Error(), Kind: "unauthorized"}, resultError
+	}
+	// Everything else is the mutex's classification, translated.
+	switch mutex.ClassOf(err) {
+	case mutex.ClassAuth:
+		return http.StatusBadGateway, errorBody{Error: err.Error(), Kind: "unauthorized"}, resultError
+	case mutex.ClassSetup:
+		return http.StatusBadGateway, errorBody{Error: err.Error(), Kind: "setup"}, resultError
+	case mutex.ClassUnavailable, mutex.ClassTimeout:
+		return http.StatusServiceUnavailable, errorBody{Error: err.Error(), Kind: "unavailable"}, resultError
+	case mutex.ClassCanceled:
+		return 499, errorBody{Error: "canceled", Kind: "canceled"}, resultCanceled
+	default: // Invalid (unknown or ended reservation, ...), and anything unexpected
 		return http.StatusBadGateway, errorBody{Error: err.Error(), Kind: "permanent"}, resultError
 	}
 }

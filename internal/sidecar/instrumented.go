@@ -34,17 +34,21 @@ var errorKinds = []string{kindCollision, kindAmbiguous, kindTransient, kindPerma
 // classifyCallError names the kind of a failed call, or "" for the end of the caller's own
 // context (a client that went away is not a CloudShell error).
 func classifyCallError(err error) string {
-	switch {
-	case cloudshell.IsAliasCollision(err):
+	// The mutex's classes, translated; an ambiguous write is told apart (it is Unavailable
+	// to the mutex, but worth its own count: it is what the lock settles by reading).
+	if errors.Is(err, cloudshell.ErrAmbiguous) {
+		return kindAmbiguous
+	}
+	switch mutex.CallClass(err) {
+	case mutex.ClassContended:
 		return kindCollision
-	case errors.Is(err, cloudshell.ErrAmbiguous):
-		return kindAmbiguous // checked before transient: an ambiguous write is transient too
-	case errors.Is(err, cloudshell.ErrUnauthorized):
+	case mutex.ClassAuth:
 		return kindUnauthorized
-	case cloudshell.IsTransient(err):
+	case mutex.ClassUnavailable:
+		if errors.Is(err, context.Canceled) {
+			return "" // the caller gave up: not the server's failure
+		}
 		return kindTransient
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return ""
 	default:
 		return kindPermanent
 	}

@@ -171,6 +171,9 @@ func (k *Checker) onApply(s *Server, m Mutation) {
 			}
 		}
 		for _, sv := range m.Removed {
+			if raw, _ := ownerOf(sv); sv.alias == mutex.DefaultName && sv.addedBy != m.Proc {
+				k.removedByOther(m, sv, raw, late)
+			}
 			if raw, _ := ownerOf(sv); m.call.proc.legacy && sv.addedBy != m.Proc {
 				// The snippet removes MUTEX whoever holds it: a legacy driver whose own lock
 				// was taken from it deletes the next holder's. Outside the protocol's reach.
@@ -401,4 +404,30 @@ func ownerOf(sv service) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// removedByOther checks a removal of someone else's lock: it must not take the lock of a
+// holder whose lease is still running by the holder's own reckoning (its last confirmed
+// renewal, or the add, sent less than lossAfter before). The protocol's promise is that a
+// holder learns of the loss before anyone else acts on it: breakers wait a whole lease, and
+// a former holder's remove is sent and answered inside its own lease.
+func (k *Checker) removedByOther(m Mutation, sv service, raw string, late bool) {
+	t := recordToken(raw)
+	add := k.adds[t]
+	if t == "" || add == nil {
+		return // a legacy lock: it has no lease
+	}
+	last := add.sent
+	for _, b := range k.heartbeats[t] {
+		b.mu.Lock()
+		if b.answered && b.sent.After(last) {
+			last = b.sent
+		}
+		b.mu.Unlock()
+	}
+	h := add.proc
+	if loss := last.Add(mutex.LossAfter(h.lease)); m.At.Before(loss) {
+		k.judge(m.At, late, nil, "broke a live holder",
+			fmt.Sprintf("%s removed %s's lock (token %s) %s before the holder's loss point", m.Proc, h.name, t, loss.Sub(m.At).Round(time.Microsecond)))
+	}
 }
