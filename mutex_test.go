@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/csmutex/csmutex/cloudshell"
@@ -104,21 +105,23 @@ func runDrivers(t *testing.T, env *testenv.Env, drivers, rounds int, step func(c
 // 16 drivers × 50 increments under the mutex end at exactly 800.
 func TestNoLostUpdates(t *testing.T) {
 	const drivers, rounds = 16, 50
-	env := testenv.New(t)
-	runDrivers(t, env, drivers, rounds, lockedIncrement(env))
-	wantCleanCount(t, env, drivers*rounds)
+	virtual(t, func(t *testing.T, env *testenv.Env) {
+		runDrivers(t, env, drivers, rounds, lockedIncrement(env))
+		wantCleanCount(t, env, drivers*rounds)
+	})
 }
 
 // The control: the same workload without the mutex loses updates.
 func TestWithoutMutexUpdatesAreLost(t *testing.T) {
 	const drivers, rounds = 16, 50
-	env := testenv.New(t)
-	runDrivers(t, env, drivers, rounds, func(ctx context.Context, c *cloudshell.Client, _ int) error {
-		return increment(ctx, c, env.ReservationID)
+	virtual(t, func(t *testing.T, env *testenv.Env) {
+		runDrivers(t, env, drivers, rounds, func(ctx context.Context, c *cloudshell.Client, _ int) error {
+			return increment(ctx, c, env.ReservationID)
+		})
+		if got := counter(t, env, env.ReservationID); got >= drivers*rounds {
+			t.Fatalf("counter = %d: the unprotected workload lost nothing, so the test above proves nothing", got)
+		}
 	})
-	if got := counter(t, env, env.ReservationID); got >= drivers*rounds {
-		t.Fatalf("counter = %d: the unprotected workload lost nothing, so the test above proves nothing", got)
-	}
 }
 
 // The race from the public snippet's README: X replaces A with A2, Y replaces B with B2, each
@@ -212,24 +215,40 @@ func legacySnippet(ctx context.Context, c *cloudshell.Client, resID string, fn f
 // the snippet, half use csmutex, and no update is lost.
 func TestLegacySnippetInterop(t *testing.T) {
 	const drivers, rounds = 8, 25
-	env := testenv.New(t)
-	runDrivers(t, env, drivers, rounds, func(ctx context.Context, c *cloudshell.Client, d int) error {
-		if d%2 == 0 {
-			return legacySnippet(ctx, c, env.ReservationID, func() error { return increment(ctx, c, env.ReservationID) })
+	virtual(t, func(t *testing.T, env *testenv.Env) {
+		runDrivers(t, env, drivers, rounds, func(ctx context.Context, c *cloudshell.Client, d int) error {
+			if d%2 == 0 {
+				return legacySnippet(ctx, c, env.ReservationID, func() error { return increment(ctx, c, env.ReservationID) })
+			}
+			return lockedIncrement(env)(ctx, c, d)
+		})
+		if got := counter(t, env, env.ReservationID); got != drivers*rounds {
+			t.Fatalf("counter = %d, want %d", got, drivers*rounds)
 		}
-		return lockedIncrement(env)(ctx, c, d)
 	})
-	if got := counter(t, env, env.ReservationID); got != drivers*rounds {
-		t.Fatalf("counter = %d, want %d", got, drivers*rounds)
-	}
 }
 
 // Lost responses on a fifth of the adds, under contention: every ambiguous add is resolved by
 // reading, no update is lost, nothing is left behind.
 func TestAmbiguousAddsUnderContention(t *testing.T) {
 	const drivers, rounds = 8, 25
-	env := testenv.New(t, mockapi.WithSeed(3))
-	env.Server.Faults().Set("AddServiceToReservation", mockapi.Fault{DropAfterCommitRate: 0.2})
-	runDrivers(t, env, drivers, rounds, lockedIncrement(env))
-	wantCleanCount(t, env, drivers*rounds)
+	virtual(t, func(t *testing.T, env *testenv.Env) {
+		env.Server.Faults().Set("AddServiceToReservation", mockapi.Fault{DropAfterCommitRate: 0.2, LatencyJitter: time.Millisecond})
+		runDrivers(t, env, drivers, rounds, lockedIncrement(env))
+		wantCleanCount(t, env, drivers*rounds)
+	}, mockapi.WithSeed(3))
+}
+
+// virtual runs an end-to-end test on virtual time: clients reach an in-process mock
+// (testenv.NewInProcess) through the real client and the mock's real handler, every call
+// takes a random millisecond or so of virtual latency (so that unprotected drivers really
+// interleave), and nothing depends on how busy the machine is. Only the TCP layer is left
+// out; the process tests in cmd/csmutex and the example driver cover it.
+func virtual(t *testing.T, f func(t *testing.T, env *testenv.Env), opts ...mockapi.Option) {
+	t.Helper()
+	synctest.Test(t, func(t *testing.T) {
+		env := testenv.NewInProcess(t, opts...)
+		env.Server.Faults().Set("*", mockapi.Fault{LatencyJitter: time.Millisecond})
+		f(t, env)
+	})
 }

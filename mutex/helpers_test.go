@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/csmutex/csmutex/internal/testenv"
@@ -81,3 +82,11 @@ type offsetClock struct{ offset time.Duration }
 
 func (c offsetClock) Now() time.Time                         { return time.Now().Add(c.offset) }
 func (c offsetClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// virtual runs a test on virtual time against an in-process mock (testenv.NewInProcess):
+// leases, retries, latency faults and client timeouts all tick on the bubble's clock, so
+// the test neither waits in real time nor depends on how busy the machine is.
+func virtual(t *testing.T, f func(t *testing.T, env *testenv.Env), opts ...mockapi.Option) {
+	t.Helper()
+	synctest.Test(t, func(t *testing.T) { f(t, testenv.NewInProcess(t, opts...)) })
+}

@@ -17,122 +17,139 @@ import (
 )
 
 func TestLockUnlock(t *testing.T) {
-	env := testenv.New(t)
-	c := env.Client("driver-1")
-	ctx := ctxTimeout(t, 10*time.Second)
-	before := env.Server.Calls("")
+	virtual(t, func(t *testing.T, env *testenv.Env) {
+		c := env.Client("driver-1")
+		ctx := ctxTimeout(t, 10*time.Second)
+		before := env.Server.Calls("")
 
-	l, err := mutex.New(c, env.ReservationID, fast(mutex.WithOwner("driver one"))...).Lock(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, ok := lockService(t, env, "MUTEX")
-	if !ok || svc.ServiceName != "Mutex Service" {
-		t.Fatalf("no Mutex Service with alias MUTEX in %+v", svc)
-	}
-	if rec := svc.Attributes["Mutex Owner"]; !strings.HasPrefix(rec, "csmutex/1 owner=driver+one ") || !strings.Contains(rec, "token="+l.Owner().Token) {
-		t.Fatalf("owner record %q does not carry our owner and token", rec)
-	}
-	select {
-	case <-l.Done():
-		t.Fatal("Done closed while held")
-	default:
-	}
-	if err := l.Unlock(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := lockService(t, env, "MUTEX"); ok {
-		t.Fatal("lock service still present after Unlock")
-	}
-	// add + read back; read before removal + remove. Recorded in docs/BENCHMARKS.md.
-	if got := env.Server.Calls("") - before; got != 4 {
-		t.Errorf("uncontended cycle made %d API calls, want 4", got)
-	}
-	<-l.Done()
-	if !errors.Is(l.Err(), mutex.ErrNotHeld) || errors.Is(l.Err(), mutex.ErrLost) {
-		t.Errorf("Err after Unlock = %v", l.Err())
-	}
-	if err := l.Unlock(ctx); !errors.Is(err, mutex.ErrNotHeld) {
-		t.Errorf("second Unlock = %v, want ErrNotHeld", err)
-	}
+		l, err := mutex.New(c, env.ReservationID, fast(mutex.WithOwner("driver one"))...).Lock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc, ok := lockService(t, env, "MUTEX")
+		if !ok || svc.ServiceName != "Mutex Service" {
+			t.Fatalf("no Mutex Service with alias MUTEX in %+v", svc)
+		}
+		if rec := svc.Attributes["Mutex Owner"]; !strings.HasPrefix(rec, "csmutex/1 owner=driver+one ") || !strings.Contains(rec, "token="+l.Owner().Token) {
+			t.Fatalf("owner record %q does not carry our owner and token", rec)
+		}
+		select {
+		case <-l.Done():
+			t.Fatal("Done closed while held")
+		default:
+		}
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := lockService(t, env, "MUTEX"); ok {
+			t.Fatal("lock service still present after Unlock")
+		}
+		// add + read back; read before removal + remove. Recorded in docs/BENCHMARKS.md.
+		if got := env.Server.Calls("") - before; got != 4 {
+			t.Errorf("uncontended cycle made %d API calls, want 4", got)
+		}
+		<-l.Done()
+		if !errors.Is(l.Err(), mutex.ErrNotHeld) || errors.Is(l.Err(), mutex.ErrLost) {
+			t.Errorf("Err after Unlock = %v", l.Err())
+		}
+		if err := l.Unlock(ctx); !errors.Is(err, mutex.ErrNotHeld) {
+			t.Errorf("second Unlock = %v, want ErrNotHeld", err)
+		}
+	})
 }
 
 func TestTryLockNamesHolder(t *testing.T) {
-	env := testenv.New(t)
-	ctx := ctxTimeout(t, 10*time.Second)
-	held, err := mutex.New(env.Client("a"), env.ReservationID, fast(mutex.WithOwner("driver-a"))...).Lock(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Unlock(ctx)
+	virtual(t, func(t *testing.T, env *testenv.Env) {
+		ctx := ctxTimeout(t, 10*time.Second)
+		held, err := mutex.New(env.Client("a"), env.ReservationID, fast(mutex.WithOwner("driver-a"))...).Lock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer held.Unlock(ctx)
 
-	_, err = mutex.New(env.Client("b"), env.ReservationID, fast()...).TryLock(ctx)
-	var le *mutex.LockedError
-	if !errors.Is(err, mutex.ErrLocked) || !errors.As(err, &le) {
-		t.Fatalf("TryLock = %v, want ErrLocked", err)
-	}
-	if le.Holder.Name != "driver-a" || le.Holder.Token != held.Owner().Token || !strings.Contains(err.Error(), "driver-a") {
-		t.Fatalf("holder = %+v, error %q", le.Holder, err)
-	}
-	if svc, _ := lockService(t, env, "MUTEX"); !strings.Contains(svc.Attributes["Mutex Owner"], held.Owner().Token) {
-		t.Fatal("a failed TryLock disturbed the holder's record")
-	}
+		_, err = mutex.New(env.Client("b"), env.ReservationID, fast()...).TryLock(ctx)
+		var le *mutex.LockedError
+		if !errors.Is(err, mutex.ErrLocked) || !errors.As(err, &le) {
+			t.Fatalf("TryLock = %v, want ErrLocked", err)
+		}
+		if le.Holder.Name != "driver-a" || le.Holder.Token != held.Owner().Token || !strings.Contains(err.Error(), "driver-a") {
+			t.Fatalf("holder = %+v, error %q", le.Holder, err)
+		}
+		if svc, _ := lockService(t, env, "MUTEX"); !strings.Contains(svc.Attributes["Mutex Owner"], held.Owner().Token) {
+			t.Fatal("a failed TryLock disturbed the holder's record")
+		}
+	})
 }
 
 func TestDifferentNamesAreIndependent(t *testing.T) {
-	env := testenv.New(t)
-	ctx := ctxTimeout(t, 10*time.Second)
-	a, err := mutex.New(env.Client("a"), env.ReservationID, fast(mutex.WithName("SWITCH-1"))...).TryLock(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Unlock(ctx)
-	b, err := mutex.New(env.Client("b"), env.ReservationID, fast(mutex.WithName("SWITCH-2"))...).TryLock(ctx)
-	if err != nil {
-		t.Fatalf("a different lock name must not contend: %v", err)
-	}
-	b.Unlock(ctx)
+	virtual(t, func(t *testing.T, env *testenv.Env) {
+		ctx := ctxTimeout(t, 10*time.Second)
+		a, err := mutex.New(env.Client("a"), env.ReservationID, fast(mutex.WithName("SWITCH-1"))...).TryLock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Unlock(ctx)
+		b, err := mutex.New(env.Client("b"), env.ReservationID, fast(mutex.WithName("SWITCH-2"))...).TryLock(ctx)
+		if err != nil {
+			t.Fatalf("a different lock name must not contend: %v", err)
+		}
+		b.Unlock(ctx)
+	})
 }
 
+// A wait ends with a *TimeoutError naming the holder: at the caller's deadline (which then
+// matches context.DeadlineExceeded), at the wait limit (which does not), or with the
+// caller's cancellation. On virtual time: the limits are exact whatever the machine's load.
 func TestWaitEndsWithTimeoutNamingHolder(t *testing.T) {
-	env := testenv.New(t)
-	ctx := ctxTimeout(t, 10*time.Second)
-	held, err := mutex.New(env.Client("a"), env.ReservationID, fast(mutex.WithOwner("slow-driver"))...).Lock(ctx)
-	if err != nil {
-		t.Fatal(err)
+	held := func(t *testing.T, env *testenv.Env) (context.Context, *cloudshell.Client) {
+		ctx := ctxTimeout(t, 10*time.Second)
+		l, err := mutex.New(env.Client("a"), env.ReservationID, fast(mutex.WithOwner("slow-driver"))...).Lock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if n := countServices(t, env, "MUTEX"); n != 1 {
+				t.Errorf("%d lock services after a failed wait, want only the holder's", n)
+			}
+			l.Unlock(ctx)
+		})
+		return ctx, env.Client("b")
 	}
-	defer held.Unlock(ctx)
-	waiter := env.Client("b")
-
 	t.Run("ctx deadline", func(t *testing.T) {
-		dctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-		defer cancel()
-		_, err := mutex.New(waiter, env.ReservationID, fast()...).Lock(dctx)
-		var te *mutex.TimeoutError
-		if !errors.Is(err, mutex.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &te) {
-			t.Fatalf("Lock = %v, want a TimeoutError", err)
-		}
-		if te.Holder.Name != "slow-driver" || te.Tries < 2 || !strings.Contains(err.Error(), "slow-driver") {
-			t.Fatalf("timeout error %+v: want the holder named and several tries", te)
-		}
+		virtual(t, func(t *testing.T, env *testenv.Env) {
+			ctx, waiter := held(t, env)
+			dctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+			defer cancel()
+			_, err := mutex.New(waiter, env.ReservationID, fast()...).Lock(dctx)
+			var te *mutex.TimeoutError
+			if !errors.Is(err, mutex.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &te) {
+				t.Fatalf("Lock = %v, want a TimeoutError", err)
+			}
+			if te.Holder.Name != "slow-driver" || te.Tries < 2 || !strings.Contains(err.Error(), "slow-driver") || te.Unavailable {
+				t.Fatalf("timeout error %+v: want the holder named, several tries, contended", te)
+			}
+		})
 	})
 	t.Run("wait limit", func(t *testing.T) {
-		_, err := mutex.New(waiter, env.ReservationID, fast(mutex.WithWaitLimit(80*time.Millisecond))...).Lock(ctx)
-		if !errors.Is(err, mutex.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("Lock = %v, want ErrTimeout from the wait limit, not the caller's deadline", err)
-		}
+		virtual(t, func(t *testing.T, env *testenv.Env) {
+			ctx, waiter := held(t, env)
+			_, err := mutex.New(waiter, env.ReservationID, fast(mutex.WithWaitLimit(80*time.Millisecond))...).Lock(ctx)
+			if !errors.Is(err, mutex.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || mutex.IsPermanent(err) {
+				t.Fatalf("Lock = %v, want ErrTimeout from the wait limit, not the caller's deadline, not permanent", err)
+			}
+		})
 	})
 	t.Run("canceled", func(t *testing.T) {
-		cctx, cancel := context.WithCancel(ctx)
-		time.AfterFunc(50*time.Millisecond, cancel)
-		_, err := mutex.New(waiter, env.ReservationID, fast()...).Lock(cctx)
-		if !errors.Is(err, context.Canceled) || errors.Is(err, mutex.ErrTimeout) {
-			t.Fatalf("Lock = %v, want context.Canceled", err)
-		}
+		virtual(t, func(t *testing.T, env *testenv.Env) {
+			ctx, waiter := held(t, env)
+			cctx, cancel := context.WithCancel(ctx)
+			time.AfterFunc(50*time.Millisecond, cancel)
+			_, err := mutex.New(waiter, env.ReservationID, fast()...).Lock(cctx)
+			if !errors.Is(err, context.Canceled) || errors.Is(err, mutex.ErrTimeout) || mutex.ClassOf(err) != mutex.ClassCanceled {
+				t.Fatalf("Lock = %v, want context.Canceled", err)
+			}
+		})
 	})
-	if n := countServices(t, env, "MUTEX"); n != 1 {
-		t.Fatalf("%d lock services after failed waits, want only the holder's", n)
-	}
 }
 
 // Permanent failures must end the attempt at once: the public snippet retries them 100
@@ -183,17 +200,18 @@ func TestPermanentErrorsFailFast(t *testing.T) {
 // A customer whose Mutex Service model came from the public package at its latest version
 // has no "Mutex Owner" attribute. csmutex refuses clearly and leaves nothing behind.
 func TestLegacyModelWithoutOwnerAttribute(t *testing.T) {
-	env := testenv.New(t, mockapi.WithDataModel(mutexpkg.LegacyDataModel))
-	_, err := mutex.New(env.Client("d"), env.ReservationID, fast()...).Lock(ctxTimeout(t, 10*time.Second))
-	if !errors.Is(err, mutex.ErrOwnerAttributeMissing) || !errors.Is(err, mutex.ErrSetup) || !mutex.IsPermanent(err) {
-		t.Fatalf("Lock = %v, want ErrOwnerAttributeMissing", err)
-	}
-	if !strings.Contains(err.Error(), "Mutex_Package.zip") {
-		t.Fatalf("error %q does not tell the user what to import", err)
-	}
-	if n := countServices(t, env, "MUTEX"); n != 0 {
-		t.Fatalf("%d lock services left behind", n)
-	}
+	virtual(t, func(t *testing.T, env *testenv.Env) {
+		_, err := mutex.New(env.Client("d"), env.ReservationID, fast()...).Lock(ctxTimeout(t, 10*time.Second))
+		if !errors.Is(err, mutex.ErrOwnerAttributeMissing) || !errors.Is(err, mutex.ErrSetup) || !mutex.IsPermanent(err) {
+			t.Fatalf("Lock = %v, want ErrOwnerAttributeMissing", err)
+		}
+		if !strings.Contains(err.Error(), "Mutex_Package.zip") {
+			t.Fatalf("error %q does not tell the user what to import", err)
+		}
+		if n := countServices(t, env, "MUTEX"); n != 0 {
+			t.Fatalf("%d lock services left behind", n)
+		}
+	}, mockapi.WithDataModel(mutexpkg.LegacyDataModel))
 }
 
 // A write whose response was lost may have been applied: the mutex settles it by reading,
@@ -243,71 +261,73 @@ func TestUnknownAddOutcomeResolvedByReading(t *testing.T) {
 // (nothing else would ever free it); one with a lease is a success (the critical section ended
 // inside the lease) and the lock is left for its lease to free.
 func TestReleaseRetriedThenReported(t *testing.T) {
-	env := testenv.New(t)
-	ctx := ctxTimeout(t, 10*time.Second)
-	m := mutex.New(env.Client("d"), env.ReservationID, fast()...)
+	virtual(t, func(t *testing.T, env *testenv.Env) {
+		ctx := ctxTimeout(t, 10*time.Second)
+		m := mutex.New(env.Client("d"), env.ReservationID, fast()...)
 
-	l, err := m.Lock(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env.Server.Faults().Set("RemoveServicesFromReservation", mockapi.Fault{HTTP500Rate: 1, Count: 2})
-	if err := l.Unlock(ctx); err != nil {
-		t.Fatalf("Unlock with two transient failures = %v", err)
-	}
-	if _, ok := lockService(t, env, "MUTEX"); ok {
-		t.Fatal("lock not released")
-	}
+		l, err := m.Lock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env.Server.Faults().Set("RemoveServicesFromReservation", mockapi.Fault{HTTP500Rate: 1, Count: 2})
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatalf("Unlock with two transient failures = %v", err)
+		}
+		if _, ok := lockService(t, env, "MUTEX"); ok {
+			t.Fatal("lock not released")
+		}
 
-	l, err = mutex.New(env.Client("d"), env.ReservationID, fast(mutex.WithLease(0), mutex.WithReleaseTimeout(100*time.Millisecond))...).Lock(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env.Server.Faults().Set("RemoveServicesFromReservation", mockapi.Fault{HTTP500Rate: 1})
-	err = l.Unlock(ctx)
-	if err == nil || !strings.Contains(err.Error(), "releasing lock") || !errors.Is(err, mutex.ErrUnavailable) || errors.Is(err, mutex.ErrLost) {
-		t.Fatalf("Unlock of a lease-less lock with a failing server = %v, want the failure reported as unavailable", err)
-	}
-	env.Server.Faults().Set("RemoveServicesFromReservation", mockapi.Fault{})
-	if _, err := mutex.ForceRelease(ctx, env.Client("admin"), env.ReservationID); err != nil {
-		t.Fatal(err)
-	}
+		l, err = mutex.New(env.Client("d"), env.ReservationID, fast(mutex.WithLease(0), mutex.WithReleaseTimeout(100*time.Millisecond))...).Lock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env.Server.Faults().Set("RemoveServicesFromReservation", mockapi.Fault{HTTP500Rate: 1})
+		err = l.Unlock(ctx)
+		if err == nil || !strings.Contains(err.Error(), "releasing lock") || !errors.Is(err, mutex.ErrUnavailable) || errors.Is(err, mutex.ErrLost) {
+			t.Fatalf("Unlock of a lease-less lock with a failing server = %v, want the failure reported as unavailable", err)
+		}
+		env.Server.Faults().Set("RemoveServicesFromReservation", mockapi.Fault{})
+		if _, err := mutex.ForceRelease(ctx, env.Client("admin"), env.ReservationID); err != nil {
+			t.Fatal(err)
+		}
 
-	l, err = m.Lock(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env.Server.Faults().Set("RemoveServicesFromReservation", mockapi.Fault{HTTP500Rate: 1})
-	if err := l.Unlock(ctx); err != nil {
-		t.Fatalf("Unlock of a leased lock whose removal keeps failing = %v, want nil (its lease frees it)", err)
-	}
-	if _, ok := lockService(t, env, "MUTEX"); !ok {
-		t.Fatal("the lock is gone although every removal failed")
-	}
+		l, err = m.Lock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env.Server.Faults().Set("RemoveServicesFromReservation", mockapi.Fault{HTTP500Rate: 1})
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatalf("Unlock of a leased lock whose removal keeps failing = %v, want nil (its lease frees it)", err)
+		}
+		if _, ok := lockService(t, env, "MUTEX"); !ok {
+			t.Fatal("the lock is gone although every removal failed")
+		}
+	})
 }
 
 // Unlock must never remove a lock that is not ours: the public snippet does, on every exit.
 func TestUnlockNeverRemovesAnotherOwnersLock(t *testing.T) {
-	env := testenv.New(t)
-	ctx := ctxTimeout(t, 10*time.Second)
-	first, err := mutex.New(env.Client("a"), env.ReservationID, fast(mutex.WithLease(0))...).Lock(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := mutex.ForceRelease(ctx, env.Client("admin"), env.ReservationID); err != nil {
-		t.Fatal(err)
-	}
-	second, err := mutex.New(env.Client("b"), env.ReservationID, fast()...).Lock(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := first.Unlock(ctx); !errors.Is(err, mutex.ErrNotHeld) {
-		t.Fatalf("Unlock of a force-released lock = %v, want ErrNotHeld", err)
-	}
-	if svc, _ := lockService(t, env, "MUTEX"); !strings.Contains(svc.Attributes["Mutex Owner"], second.Owner().Token) {
-		t.Fatal("Unlock removed the next holder's lock")
-	}
-	second.Unlock(ctx)
+	virtual(t, func(t *testing.T, env *testenv.Env) {
+		ctx := ctxTimeout(t, 10*time.Second)
+		first, err := mutex.New(env.Client("a"), env.ReservationID, fast(mutex.WithLease(0))...).Lock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := mutex.ForceRelease(ctx, env.Client("admin"), env.ReservationID); err != nil {
+			t.Fatal(err)
+		}
+		second, err := mutex.New(env.Client("b"), env.ReservationID, fast()...).Lock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := first.Unlock(ctx); !errors.Is(err, mutex.ErrNotHeld) {
+			t.Fatalf("Unlock of a force-released lock = %v, want ErrNotHeld", err)
+		}
+		if svc, _ := lockService(t, env, "MUTEX"); !strings.Contains(svc.Attributes["Mutex Owner"], second.Owner().Token) {
+			t.Fatal("Unlock removed the next holder's lock")
+		}
+		second.Unlock(ctx)
+	})
 }
 
 func TestLegacyInterop(t *testing.T) {
@@ -320,71 +340,73 @@ func TestLegacyInterop(t *testing.T) {
 		{"snippet with owner", []cloudshell.AttributeNameValue{{Name: "Mutex Owner", Value: "python-thread-7"}}, "python-thread-7"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			env := testenv.New(t)
-			ctx := ctxTimeout(t, 10*time.Second)
-			py := env.Client("python-driver")
-			if err := py.AddServiceToReservation(ctx, env.ReservationID, "Mutex Service", "MUTEX", tc.attrs); err != nil {
-				t.Fatal(err)
-			}
-			// The legacy lock excludes us, and we never break it on our own.
-			_, err := mutex.New(env.Client("go"), env.ReservationID, fast(mutex.WithLease(50*time.Millisecond))...).
-				Lock(ctxTimeout(t, 400*time.Millisecond))
-			var te *mutex.TimeoutError
-			if !errors.As(err, &te) || !te.Holder.Legacy || te.Holder.Raw != tc.raw {
-				t.Fatalf("Lock = %v, want a timeout naming the legacy holder %q", err, tc.raw)
-			}
-			if _, ok := lockService(t, env, "MUTEX"); !ok {
-				t.Fatal("legacy lock was removed")
-			}
-			// Unless the user opts in with a maximum age, measured by our own observation.
-			start := time.Now()
-			l, err := mutex.New(env.Client("go"), env.ReservationID, fast(mutex.WithLegacyMaxAge(100*time.Millisecond))...).Lock(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if waited := time.Since(start); waited < 100*time.Millisecond {
-				t.Fatalf("broke the legacy lock after %s, before the maximum age", waited)
-			}
-			// Ours excludes the legacy driver.
-			err = py.AddServiceToReservation(ctx, env.ReservationID, "Mutex Service", "MUTEX", tc.attrs)
-			if !cloudshell.IsAliasCollision(err) {
-				t.Fatalf("legacy add while we hold = %v, want the alias collision", err)
-			}
-			l.Unlock(ctx)
+			virtual(t, func(t *testing.T, env *testenv.Env) {
+				ctx := ctxTimeout(t, 10*time.Second)
+				py := env.Client("python-driver")
+				if err := py.AddServiceToReservation(ctx, env.ReservationID, "Mutex Service", "MUTEX", tc.attrs); err != nil {
+					t.Fatal(err)
+				}
+				// The legacy lock excludes us, and we never break it on our own.
+				_, err := mutex.New(env.Client("go"), env.ReservationID, fast(mutex.WithLease(50*time.Millisecond))...).
+					Lock(ctxTimeout(t, 400*time.Millisecond))
+				var te *mutex.TimeoutError
+				if !errors.As(err, &te) || !te.Holder.Legacy || te.Holder.Raw != tc.raw {
+					t.Fatalf("Lock = %v, want a timeout naming the legacy holder %q", err, tc.raw)
+				}
+				if _, ok := lockService(t, env, "MUTEX"); !ok {
+					t.Fatal("legacy lock was removed")
+				}
+				// Unless the user opts in with a maximum age, measured by our own observation.
+				start := time.Now()
+				l, err := mutex.New(env.Client("go"), env.ReservationID, fast(mutex.WithLegacyMaxAge(100*time.Millisecond))...).Lock(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if waited := time.Since(start); waited < 100*time.Millisecond {
+					t.Fatalf("broke the legacy lock after %s, before the maximum age", waited)
+				}
+				// Ours excludes the legacy driver.
+				err = py.AddServiceToReservation(ctx, env.ReservationID, "Mutex Service", "MUTEX", tc.attrs)
+				if !cloudshell.IsAliasCollision(err) {
+					t.Fatalf("legacy add while we hold = %v, want the alias collision", err)
+				}
+				l.Unlock(ctx)
+			})
 		})
 	}
 }
 
 // Every Lock is its own acquisition: goroutines of one process exclude each other too.
 func TestGoroutinesExcludeEachOther(t *testing.T) {
-	env := testenv.New(t)
-	c := env.Client("one-process")
-	var inside, overlaps, done atomic.Int32
-	var wg sync.WaitGroup
-	for i := 0; i < 6; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := 0; j < 4; j++ {
-				err := mutex.With(ctxTimeout(t, 30*time.Second), c, env.ReservationID, func(ctx context.Context) error {
-					if inside.Add(1) > 1 {
-						overlaps.Add(1)
+	virtual(t, func(t *testing.T, env *testenv.Env) {
+		c := env.Client("one-process")
+		var inside, overlaps, done atomic.Int32
+		var wg sync.WaitGroup
+		for i := 0; i < 6; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j := 0; j < 4; j++ {
+					err := mutex.With(ctxTimeout(t, 30*time.Second), c, env.ReservationID, func(ctx context.Context) error {
+						if inside.Add(1) > 1 {
+							overlaps.Add(1)
+						}
+						time.Sleep(time.Millisecond)
+						inside.Add(-1)
+						done.Add(1)
+						return nil
+					}, fast()...)
+					if err != nil {
+						t.Error(err)
 					}
-					time.Sleep(time.Millisecond)
-					inside.Add(-1)
-					done.Add(1)
-					return nil
-				}, fast()...)
-				if err != nil {
-					t.Error(err)
 				}
-			}
-		}()
-	}
-	wg.Wait()
-	if overlaps.Load() != 0 || done.Load() != 24 {
-		t.Fatalf("%d overlapping critical sections, %d completed", overlaps.Load(), done.Load())
-	}
+			}()
+		}
+		wg.Wait()
+		if overlaps.Load() != 0 || done.Load() != 24 {
+			t.Fatalf("%d overlapping critical sections, %d completed", overlaps.Load(), done.Load())
+		}
+	})
 }
 
 func TestWithReleasesOnEveryPath(t *testing.T) {
