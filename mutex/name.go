@@ -22,7 +22,9 @@ type NameError struct {
 	Reason string
 }
 
-func (e *NameError) Error() string { return fmt.Sprintf("mutex: invalid lock name %q: %s", e.Name, e.Reason) }
+func (e *NameError) Error() string {
+	return fmt.Sprintf("mutex: invalid lock name %q: %s", e.Name, e.Reason)
+}
 
 func (e *NameError) Is(target error) bool { return target == ErrInvalid }
 
