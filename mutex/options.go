@@ -19,7 +19,10 @@ const (
 	// OwnerAttribute holds the owner record on the lock service.
 	OwnerAttribute = "Mutex Owner"
 	// DefaultLease: long enough that a holder survives a CloudShell hiccup of tens of
-	// seconds, short enough that a crashed driver blocks its reservation for about a minute.
+	// seconds (and that its 10 s loss margin covers a slow request), short enough that a
+	// crashed driver blocks its reservation for one to two minutes: a waiter watches the
+	// dead holder for one lease from its first sighting, which may come up to a lease after
+	// the holder's last heartbeat.
 	DefaultLease = 60 * time.Second
 	// DefaultWaitLimit applies when the context has no deadline: a driver should fail
 	// loudly rather than hang forever behind a stuck legacy holder.

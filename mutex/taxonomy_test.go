@@ -26,10 +26,20 @@ type fakeAPI struct {
 func newFakeAPI() *fakeAPI { return &fakeAPI{services: map[string]string{}, data: map[string]string{}} }
 
 func (f *fakeAPI) hook(ctx context.Context, method string) error {
-	if f.before == nil {
+	f.mu.Lock()
+	before := f.before
+	f.mu.Unlock()
+	if before == nil {
 		return nil
 	}
-	return f.before(ctx, method)
+	return before(ctx, method)
+}
+
+// setBefore replaces the hook; background goroutines of earlier locks may be calling.
+func (f *fakeAPI) setBefore(fn func(ctx context.Context, method string) error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.before = fn
 }
 
 func (f *fakeAPI) AddServiceToReservation(ctx context.Context, _, _, alias string, attrs []cloudshell.AttributeNameValue) error {
@@ -142,7 +152,7 @@ func slowCalls(n int, d time.Duration, methods ...string) func(ctx context.Conte
 func TestSlowCallsAreRetriedNotFatal(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		api := newFakeAPI()
-		api.before = slowCalls(3, 30*time.Second, "AddServiceToReservation", "GetReservationDetails")
+		api.setBefore(slowCalls(3, 30*time.Second, "AddServiceToReservation", "GetReservationDetails"))
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
 		l, err := mutex.New(api, "R", mutex.WithRetry(mutex.Jitter(time.Second, 2*time.Second))).Lock(ctx)
@@ -154,12 +164,12 @@ func TestSlowCallsAreRetriedNotFatal(t *testing.T) {
 		}
 
 		// Contended, and the read of the holder times out: still just waiting.
-		api.before = nil
+		api.setBefore(nil)
 		holder, err := mutex.New(api, "R").Lock(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		api.before = slowCalls(2, 30*time.Second, "GetReservationDetails")
+		api.setBefore(slowCalls(2, 30*time.Second, "GetReservationDetails"))
 		wctx, wcancel := context.WithTimeout(ctx, 3*time.Minute)
 		defer wcancel()
 		_, err = mutex.New(api, "R", mutex.WithRetry(mutex.Jitter(time.Second, 2*time.Second))).Lock(wctx)
@@ -183,13 +193,13 @@ func TestWaitLimitIsNotTheCallersDeadline(t *testing.T) {
 		}
 		defer holder.Unlock(ctx)
 		// Every read hangs until its context ends, so the wait limit cuts an attempt off.
-		api.before = func(ctx context.Context, method string) error {
+		api.setBefore(func(ctx context.Context, method string) error {
 			if method == "GetReservationDetails" {
 				<-ctx.Done()
 				return cloudshell.NewTransportError(ctx, method, false, ctx.Err())
 			}
 			return nil
-		}
+		})
 		_, err = mutex.New(api, "R", mutex.WithWaitLimit(time.Minute)).Lock(ctx)
 		var te *mutex.TimeoutError
 		switch {

@@ -1,0 +1,57 @@
+package mutex_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/csmutex/csmutex/mutex"
+)
+
+func TestValidateName(t *testing.T) {
+	for _, good := range []string{"MUTEX", "SWITCH-1 ports", "Schalter-Ä", "a.break", "break.", "x(1)[2]#3+4@5:6", strings.Repeat("x", mutex.MaxNameLength)} {
+		if err := mutex.ValidateName(good); err != nil {
+			t.Errorf("ValidateName(%q) = %v", good, err)
+		}
+	}
+	for bad, why := range map[string]string{
+		"":                             "empty",
+		"   ":                          "white space",
+		" MUTEX":                       "white space",
+		"MU\nTEX":                      "control character",
+		"MU\u2028TEX":                  "control character",
+		"MUTEX<x>&":                    "none of",
+		"MUTEX.break.0123456789abcdef": "reserved",
+		strings.Repeat("x", 101):       "limit is 100",
+		"\xff":                         "UTF-8",
+	} {
+		err := mutex.ValidateName(bad)
+		var ne *mutex.NameError
+		if !errors.As(err, &ne) || !errors.Is(err, mutex.ErrInvalid) || !strings.Contains(err.Error(), why) {
+			t.Errorf("ValidateName(%q) = %v, want a NameError saying %q", bad, err, why)
+		}
+	}
+	// The option is checked with the same rules, before anything is sent.
+	_, err := mutex.New(newFakeAPI(), "R", mutex.WithName("MUTEX.break.abc")).Lock(context.Background())
+	if !errors.Is(err, mutex.ErrInvalid) || !mutex.IsPermanent(err) {
+		t.Errorf("Lock with a reserved name = %v, want a permanent invalid-name error", err)
+	}
+}
+
+func FuzzValidateName(f *testing.F) {
+	for _, s := range []string{"MUTEX", "", " a", "a.break.b", "\x00", "é", strings.Repeat("ü", 101)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		err := mutex.ValidateName(name)
+		if err == nil && (!utf8.ValidString(name) || strings.Contains(name, ".break.") || strings.TrimSpace(name) != name ||
+			name == "" || utf8.RuneCountInString(name) > mutex.MaxNameLength || strings.ContainsAny(name, "<>&\"'\n\r\x00")) {
+			t.Fatalf("ValidateName accepted %q", name)
+		}
+		if err != nil && !errors.Is(err, mutex.ErrInvalid) {
+			t.Fatalf("ValidateName(%q) = %v: not classed Invalid", name, err)
+		}
+	})
+}
