@@ -223,7 +223,12 @@ func (l *Lock) Unlock(ctx context.Context) error {
 		rctx, cancel = context.WithTimeout(rctx, m.cfg.releaseTimeout)
 		defer cancel()
 	}
+	collected := false
 	err := m.removeIf(rctx, m.cfg.name, new(settler), func(d *cloudshell.ReservationDetails, removeSent bool) error {
+		if !collected {
+			collected = true
+			go m.collectGarbage(ctx, d) // this read shows dead break locks too
+		}
 		if err := l.check(d); err != nil {
 			if removeSent {
 				return errSettled // our own earlier remove landed although its answer was lost

@@ -178,6 +178,8 @@ func (m *Mutex) attempt(ctx context.Context, w *waiter, wait bool) (outcome, err
 	err := m.api.AddServiceToReservation(ctx, m.resID, m.cfg.model, m.cfg.name,
 		[]cloudshell.AttributeNameValue{{Name: OwnerAttribute, Value: me.record()}})
 	switch {
+	case err == nil && m.modelVerified():
+		return m.handOver(w, me, sent), nil // the add alone is the lock
 	case err == nil:
 		return m.confirm(ctx, w, me, sent)
 	case cloudshell.IsAliasCollision(err):
@@ -231,6 +233,7 @@ func (m *Mutex) confirm(ctx context.Context, w *waiter, me Owner, sent time.Time
 		}
 		return outcome{}, ownerAttributeMissing(nil)
 	}
+	m.markModelVerified()
 	holder := parseOwner(raw)
 	if holder.Token != me.Token {
 		return outcome{holder: holder}, nil

@@ -52,7 +52,8 @@ type Checker struct {
 	removedBy    map[string]string       // token → the process whose remove took it away
 	removedLate  map[string]bool         // token → a flagged remove took it away
 	flagged      []time.Time             // when writes outside the protocol's reach landed
-	flaggedAlias map[string]time.Time    // alias → when a flagged remove last took it
+	flaggedAlias map[string]time.Time
+	revoked      []revocation // alias → when a flagged remove last took it
 
 	violations []Violation
 	excused    []Violation
@@ -162,8 +163,21 @@ func (k *Checker) onApply(s *Server, m Mutation) {
 			if t, ok := k.flaggedAlias[a]; ok && m.call.basedOn.Before(t) {
 				late = true
 			}
+			// So is a breaker's remove made under a break lock that a flagged write took
+			// away from it: another breaker may have been let in meanwhile.
+			for _, tr := range k.revoked {
+				if tr.proc == m.Proc && tr.alias == a && !m.call.sent.Before(tr.from) && m.call.sent.Before(tr.until) {
+					late = true
+				}
+			}
 		}
 		if late {
+			for _, sv := range m.Removed {
+				if i := strings.LastIndex(sv.alias, ".break."); i > 0 && !sv.addedAt.IsZero() {
+					k.revoked = append(k.revoked, revocation{proc: sv.addedBy, alias: sv.alias[:i],
+						from: sv.addedAt, until: sv.addedAt.Add(mutex.LossAfter(k.procLease(sv.addedBy)))})
+				}
+			}
 			k.w.traceLocked("late: %s's remove of %v, sent at %s, lands after its sender gave up", m.Proc, m.Aliases, k.since(m.call.sent).Round(time.Microsecond))
 			k.flagged = append(k.flagged, m.At)
 			for _, a := range m.Aliases {
@@ -430,4 +444,20 @@ func (k *Checker) removedByOther(m Mutation, sv service, raw string, late bool) 
 		k.judge(m.At, late, nil, "broke a live holder",
 			fmt.Sprintf("%s removed %s's lock (token %s) %s before the holder's loss point", m.Proc, h.name, t, loss.Sub(m.At).Round(time.Microsecond)))
 	}
+}
+
+// revocation: a flagged write removed proc's break lock on alias, which proc had added at
+// from; proc's removals of alias until that break lock's loss point are its consequences.
+type revocation struct {
+	proc, alias string
+	from, until time.Time
+}
+
+func (k *Checker) procLease(name string) time.Duration {
+	for _, p := range k.w.sc.Procs {
+		if p.Name == name {
+			return p.Lease
+		}
+	}
+	return k.w.sc.maxLease()
 }

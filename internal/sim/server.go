@@ -21,7 +21,8 @@ const collisionText = "Service with given alias already exists"
 type service struct {
 	model, alias string
 	attrs        []cloudshell.Attribute
-	addedBy      string // the process whose add created this instance (the checker's view)
+	addedBy      string    // the process whose add created this instance (the checker's view)
+	addedAt      time.Time // when that add was sent
 }
 
 // Server is one reservation on an in-memory CloudShell: services with unique aliases and
@@ -65,7 +66,7 @@ func (s *Server) add(c *callState, model, alias string, attrs []cloudshell.Attri
 		return &cloudshell.APIError{Method: "AddServiceToReservation", Code: 100, Message: collisionText}
 	}
 	// The model defines one attribute, "Mutex Owner", default "".
-	sv := service{model: model, alias: alias, attrs: []cloudshell.Attribute{{Name: mutex.OwnerAttribute}}, addedBy: c.proc.name}
+	sv := service{model: model, alias: alias, attrs: []cloudshell.Attribute{{Name: mutex.OwnerAttribute}}, addedBy: c.proc.name, addedAt: c.sent}
 	for _, a := range attrs {
 		if a.Name != mutex.OwnerAttribute {
 			return &cloudshell.APIError{Method: "AddServiceToReservation", Code: 100, Message: fmt.Sprintf("Attribute '%s' is not defined on model '%s'", a.Name, model)}
