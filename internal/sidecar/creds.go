@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/csmutex/csmutex/internal/redact"
 )
 
 // CloudShell defaults, as package cloudshell applies them; used to compare endpoints.
@@ -72,16 +74,12 @@ func (c Credentials) sameEndpoint(o Credentials) bool {
 func (c Credentials) secrets() []string {
 	var s []string
 	for _, v := range []string{c.Password, c.Token} {
-		if len(v) >= minRedactLen {
+		if len(v) >= redact.MinLen {
 			s = append(s, v)
 		}
 	}
 	return s
 }
-
-// minRedactLen: shorter secrets are not searched for in messages (replacing every "ab" in
-// a message would destroy it, and such a secret protects nothing anyway).
-const minRedactLen = 3
 
 // keySalt makes cache keys useless for guessing passwords offline: it is random per
 // process and never leaves it.
@@ -180,16 +178,4 @@ func (f *flexInt) UnmarshalJSON(b []byte) error {
 	}
 	*f = flexInt(i)
 	return nil
-}
-
-// redact removes each secret from s.
-func redact(s string, secrets ...[]string) string {
-	for _, list := range secrets {
-		for _, v := range list {
-			if len(v) >= minRedactLen {
-				s = strings.ReplaceAll(s, v, "[REDACTED]")
-			}
-		}
-	}
-	return s
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/csmutex/csmutex/cloudshell"
+	"github.com/csmutex/csmutex/internal/redact"
 	"github.com/csmutex/csmutex/mutex"
 )
 
@@ -288,7 +289,7 @@ func (s *Server) handleAcquire(w http.ResponseWriter, r *http.Request) {
 	s.metrics.wait.Observe(waited.Seconds())
 	if err != nil {
 		status, body, result := s.classify(err, r)
-		body.Error = redact(body.Error, secrets)
+		body.Error = redact.String(body.Error, secrets...)
 		s.metrics.acquisitions.WithLabelValues(result).Inc()
 		if result == resultCanceled && r.Context().Err() != nil {
 			log.Info().Dur("waited", waited).Msg("client went away while waiting")
@@ -454,7 +455,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, h *hold, first a
 		case <-h.lock.Done():
 			msg := "lock lost"
 			if err := h.lock.Err(); err != nil {
-				msg = redact(err.Error(), secrets)
+				msg = redact.String(err.Error(), secrets...)
 			}
 			if took, _ := s.release(h, "lost", msg); took {
 				_ = send(streamLine{Status: "lost", Error: msg})

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/csmutex/csmutex/internal/redact"
 	"github.com/csmutex/csmutex/mutex"
 	"github.com/rs/zerolog"
 )
@@ -296,4 +297,4 @@ func (s *Server) watchToken(h *hold) {
 }
 
 // scrub removes the sidecar's own secrets from a message.
-func (s *Server) scrub(msg string) string { return redact(msg, s.defaults.secrets()) }
+func (s *Server) scrub(msg string) string { return redact.String(msg, s.defaults.secrets()...) }
