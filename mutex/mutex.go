@@ -84,6 +84,7 @@ func (m *Mutex) acquire(parent context.Context, wait bool) (*Lock, error) {
 
 	backoff := m.cfg.retry()
 	w := newWaiter(m)
+	prog := m.newProgress(start)
 	var (
 		holder, announced Owner
 		last              error
@@ -92,6 +93,7 @@ func (m *Mutex) acquire(parent context.Context, wait bool) (*Lock, error) {
 	for tries := 1; ; tries++ {
 		out, err := m.attempt(ctx, w, wait)
 		if out.lock != nil {
+			prog.acquired(ctx)
 			m.cfg.log.Info().Str("lock", m.cfg.name).Str("reservation", m.resID).Str("owner", out.lock.owner.String()).
 				Int("tries", tries).Dur("waited", m.cfg.clock.Now().Sub(start)).Msg("lock acquired")
 			return out.lock, nil
@@ -117,6 +119,7 @@ func (m *Mutex) acquire(parent context.Context, wait bool) (*Lock, error) {
 			}
 			return nil, &LockedError{Name: m.cfg.name, Holder: holder}
 		}
+		prog.waiting(ctx, holder, tries, err)
 		if holder != announced && !holder.IsZero() {
 			announced = holder
 			m.cfg.log.Info().Str("lock", m.cfg.name).Str("reservation", m.resID).Str("holder", holder.String()).Msg("waiting for lock")

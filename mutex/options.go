@@ -46,6 +46,8 @@ type config struct {
 	releaseTimeout time.Duration
 	clock          Clock
 	log            zerolog.Logger
+	observer       func(WaitEvent)
+	messageEvery   time.Duration
 	host           string
 	pid            int
 }
@@ -84,6 +86,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("mutex: retry strategy must not be nil")
 	case c.clock == nil:
 		return fmt.Errorf("mutex: clock must not be nil")
+	case c.messageEvery < 0:
+		return fmt.Errorf("mutex: sandbox message interval must not be negative, got %s", c.messageEvery)
 	}
 	return nil
 }
