@@ -2,9 +2,7 @@ package cloudshell
 
 import (
 	"context"
-	"crypto/tls"
 	"net"
-	"net/http"
 	"strconv"
 	"sync"
 
@@ -43,36 +41,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	hostPort := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
 
-	transport := cfg.Transport
-	if transport == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.TLSClientConfig = &tls.Config{
-			MinVersion:         tls.VersionTLS12,
-			InsecureSkipVerify: cfg.InsecureSkipVerify, //nolint:gosec // explicit opt-out
-		}
-		transport = t
-	}
-	hc := &http.Client{
-		Transport: transport,
-		Timeout:   cfg.Timeout,
-		// A followed redirect would resend a POST, i.e. possibly repeat a write.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	rc := resty.NewWithClient(hc).
-		SetRetryCount(0).
-		SetDebug(false).
-		SetDisableWarn(true).
-		SetLogger(nopRestyLogger{}).
-		SetResponseBodyLimit(maxResponseBytes).
-		SetPreRequestHook(func(_ *resty.Client, r *http.Request) error {
-			// resty insists on its own User-Agent; the reference sends none of ours.
-			r.Header["User-Agent"] = []string{""}
-			return nil
-		})
-
 	c := &Client{
 		cfg:        cfg,
-		http:       rc,
+		http:       newHTTPClient(cfg),
 		baseURL:    cfg.Scheme + "://" + hostPort + servicePath,
 		hostHeader: hostPort,
 		authPrefix: "MachineName=" + cfg.MachineName + ":" + strconv.Itoa(cfg.Port) + ";Token=",

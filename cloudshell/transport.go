@@ -2,11 +2,14 @@ package cloudshell
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/go-resty/resty/v2"
 )
 
 const (
@@ -20,6 +23,37 @@ const (
 	// badBodyLimit is how much of an unusable 2xx body an ErrBadResponse error quotes.
 	badBodyLimit = 128
 )
+
+// newHTTPClient builds the HTTP side of a Client: one exchange per call (no retries of its
+// own, no redirects), bounded bodies, and nothing printed.
+func newHTTPClient(cfg Config) *resty.Client {
+	transport := cfg.Transport
+	if transport == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = &tls.Config{
+			MinVersion:         tls.VersionTLS12,
+			InsecureSkipVerify: cfg.InsecureSkipVerify, //nolint:gosec // explicit opt-out
+		}
+		transport = t
+	}
+	hc := &http.Client{
+		Transport: transport,
+		Timeout:   cfg.Timeout,
+		// A followed redirect would resend a POST, i.e. possibly repeat a write.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return resty.NewWithClient(hc).
+		SetRetryCount(0).
+		SetDebug(false).
+		SetDisableWarn(true).
+		SetLogger(nopRestyLogger{}).
+		SetResponseBodyLimit(maxResponseBytes).
+		SetPreRequestHook(func(_ *resty.Client, r *http.Request) error {
+			// resty insists on its own User-Agent; the reference sends none of ours.
+			r.Header["User-Agent"] = []string{""}
+			return nil
+		})
+}
 
 // post performs exactly one HTTP exchange and classifies its outcome.
 func (c *Client) post(ctx context.Context, cl *call) (*Node, error) {

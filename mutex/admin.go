@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
+
+	"github.com/csmutex/csmutex/cloudshell"
 )
 
 // LockState is one lock found in a reservation, as Inspect reports it.
@@ -20,7 +22,9 @@ type LockState struct {
 }
 
 // Inspect lists every lock in the reservation: each service of the mutex's service model,
-// with its holder and last heartbeat. Only WithServiceModel is used from opts.
+// with its holder and last heartbeat. Only WithServiceModel is used from opts. An unknown
+// or ended reservation is an error of class Invalid, as it is for Lock: a lock there can
+// neither be taken nor matter.
 func Inspect(ctx context.Context, api API, reservationID string, opts ...Option) ([]LockState, error) {
 	m := New(api, reservationID, opts...)
 	if m.err != nil {
@@ -29,6 +33,10 @@ func Inspect(ctx context.Context, api API, reservationID string, opts ...Option)
 	d, err := api.GetReservationDetails(ctx, reservationID, true)
 	if err != nil {
 		return nil, m.callFailure(ctx, err)
+	}
+	if reservationEnded(d.Reservation) {
+		return nil, &classError{ErrInvalid, fmt.Errorf("mutex: reservation %s has ended (status %q, live status %q)",
+			reservationID, d.Status, d.LiveStatusName)}
 	}
 	var states []LockState
 	for _, svc := range d.Services {
@@ -59,6 +67,13 @@ func Inspect(ctx context.Context, api API, reservationID string, opts ...Option)
 		}
 	}
 	return states, nil
+}
+
+// reservationEnded reports whether a reservation is over, by the fields CloudShell (and the
+// mock) set when it ends: Status "Completed", ReservationLiveStatusName "Ended". SetupStage
+// is left out: it tracks the sandbox's setup orchestration, not the reservation's life.
+func reservationEnded(r cloudshell.Reservation) bool {
+	return strings.EqualFold(r.Status, "Completed") || strings.EqualFold(r.LiveStatusName, "Ended")
 }
 
 // ForceRelease removes the lock named by WithName (default "MUTEX") whoever holds it, and

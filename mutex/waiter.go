@@ -5,23 +5,20 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/csmutex/csmutex/cloudshell"
 )
 
-// maxBreakDepth bounds how many break locks deep a waiter goes. Depth 1 breaks a breaker
-// that died mid-break; each further level needs one more breaker to die in the middle of
-// breaking the level above, so the depth a real reservation needs is the number of
-// crashed breakers. The bound only keeps aliases short (each level adds about 24
-// characters) against a pathological chain; levels whose target is gone are cleaned up by
-// collectGarbage whatever their depth.
-const maxBreakDepth = 8
+// maxBreakDepth only guards the stack against a pathological chain of dead break locks: each
+// level needs one more breaker to fail or die while breaking the level above, so a real
+// chain is as long as the failures behind it. Break-lock aliases do not grow with the depth
+// (see breakLock), and a chain is unwound in one attempt once its levels are stale.
+const maxBreakDepth = 1000
 
-// breakInfix joins a lock's alias and the id of the holder being broken into the alias of
-// its break lock: "<lock>.break.<token>". Lock names may not contain it.
+// breakInfix joins a lock's name and the id of the holder instance being broken into the
+// alias of its break lock: "<lock>.break.<token>". Lock names may not contain it.
 const breakInfix = ".break."
 
 // waiter is one Lock call's memory across attempts: what it has seen of each holder and
@@ -169,11 +166,13 @@ func breakID(o Owner) string {
 	return "legacy-" + hex.EncodeToString(sum[:4])
 }
 
-// breakLock removes the stale holder of alias, and only that holder. Breakers serialise on
-// a second lock whose alias names the stale instance ("<alias>.break.<id>"): exactly one
-// waiter wins it, and because that alias only ever targets this one instance, a break lock
-// left by a crashed breaker is itself broken the same way, one level deeper, and a late
-// break-lock holder finds the instance gone and does nothing. The break lock has the lease
+// breakLock removes the stale holder of alias (the lock, or one of its break locks), and only
+// that holder. Breakers serialise on a break lock whose alias names the stale instance
+// ("<lock>.break.<id>", with <id> the stale holder's token): exactly one waiter wins it, and
+// because tokens are unique that alias only ever targets this one instance, whichever alias
+// the instance lives at. So a break lock left by a crashed or failed breaker is itself broken
+// the same way (by "<lock>.break.<its holder's token>"), aliases stay the same length at any
+// depth, and a late break-lock holder finds the instance gone and does nothing. The break lock has the lease
 // of any lock we add, and every write made under it (the removal of the stale lock, the
 // release of the break lock) is sent and answered before its loss point. Reports whether
 // the lock was freed, so the caller retries at once.
@@ -182,7 +181,7 @@ func (w *waiter) breakLock(ctx context.Context, alias string, stale Owner, depth
 	if depth >= maxBreakDepth {
 		return false
 	}
-	breakAlias := alias + breakInfix + breakID(stale)
+	breakAlias := m.cfg.name + breakInfix + breakID(stale)
 	var (
 		me   Owner
 		sent time.Time
@@ -271,49 +270,68 @@ func (w *waiter) release(ctx context.Context, alias string, me Owner, settle *se
 	}
 }
 
-// collectGarbage removes break locks of this lock whose target instance is gone: the lock
-// they were breaking is absent or held by someone else. It runs in the background of a new
-// holder (it must not delay the critical section) and only ever costs calls when there is
-// garbage. No breaker can still use such a
-// break lock (it re-reads the target before removing anything, and tokens never come back),
-// so removing it is safe without any lease. A break lock that targets a legacy holder is only
-// collected once a csmutex holder has the lock, because legacy records can repeat. Nested
-// break locks of a collected one are collected with it.
+// collectGarbage removes break locks of this lock whose target instance is gone: no service of
+// this lock (the lock itself or another break lock) carries the target token any more. No
+// breaker can still use such a break lock (it re-reads the target before removing anything,
+// and tokens never come back), so removing it is safe without any lease; and once it is gone,
+// break locks aimed at its own holder are garbage too. A break lock that targets a legacy
+// holder is only collected once a csmutex holder has the lock, because legacy records can
+// repeat. It runs in the background of a holder (it must not delay the critical section) and
+// only ever costs calls when there is garbage.
 func (m *Mutex) collectGarbage(ctx context.Context, d *cloudshell.ReservationDetails) {
 	prefix := m.cfg.name + breakInfix
-	var aliases []string
+	type lockSvc struct {
+		alias, target string // target: the id after the last ".break."
+		holder        Owner
+	}
+	var locks []lockSvc
 	for _, s := range d.Services {
-		if s.ServiceName == m.cfg.model && strings.HasPrefix(s.Alias, prefix) {
-			aliases = append(aliases, s.Alias)
+		if s.ServiceName != m.cfg.model || (s.Alias != m.cfg.name && !strings.HasPrefix(s.Alias, prefix)) {
+			continue
 		}
+		raw, _ := s.Attribute(OwnerAttribute)
+		l := lockSvc{alias: s.Alias, holder: parseOwner(raw)}
+		if i := strings.LastIndex(s.Alias, breakInfix); i >= 0 {
+			l.target = s.Alias[i+len(breakInfix):]
+		}
+		locks = append(locks, l)
 	}
-	if len(aliases) == 0 {
-		return
-	}
-	sort.Slice(aliases, func(i, j int) bool { return len(aliases[i]) < len(aliases[j]) })
 	garbage := map[string]bool{}
-	for _, a := range aliases {
-		i := strings.LastIndex(a, breakInfix)
-		parent, id := a[:i], a[i+len(breakInfix):]
-		target, present := holderIn(d, parent)
-		switch {
-		case garbage[parent], !present && !strings.HasPrefix(id, "legacy-"):
-			garbage[a] = true
-		case present && breakID(target) != id && (!strings.HasPrefix(id, "legacy-") || !target.Legacy):
-			garbage[a] = true
+	for changed := true; changed; {
+		changed = false
+		live := map[string]bool{} // ids of holders of the services not (yet) found garbage
+		for _, l := range locks {
+			if !garbage[l.alias] {
+				live[breakID(l.holder)] = true
+			}
+		}
+		main, held := holderIn(d, m.cfg.name)
+		for _, l := range locks {
+			if l.target == "" || garbage[l.alias] {
+				continue
+			}
+			if strings.HasPrefix(l.target, "legacy-") {
+				if held && !main.Legacy {
+					garbage[l.alias], changed = true, true
+				}
+				continue
+			}
+			if !live[l.target] {
+				garbage[l.alias], changed = true, true
+			}
 		}
 	}
 	gctx, cancel := m.cleanupContext(ctx)
 	defer cancel()
-	for _, a := range aliases {
-		if !garbage[a] {
+	for _, l := range locks {
+		if !garbage[l.alias] {
 			continue
 		}
-		if err := m.api.RemoveServicesFromReservation(gctx, m.resID, []string{a}); err != nil {
-			m.cfg.log.Debug().Err(err).Str("lock", a).Msg("could not remove a dead break lock")
+		if err := m.api.RemoveServicesFromReservation(gctx, m.resID, []string{l.alias}); err != nil {
+			m.cfg.log.Debug().Err(err).Str("lock", l.alias).Msg("could not remove a dead break lock")
 			continue
 		}
-		m.cfg.log.Info().Str("lock", a).Msg("removed a dead break lock")
+		m.cfg.log.Info().Str("lock", l.alias).Msg("removed a dead break lock")
 	}
 }
 

@@ -3,13 +3,12 @@ package main
 import (
 	"context"
 	"flag"
-	"net"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/csmutex/csmutex/cloudshell"
+	"github.com/csmutex/csmutex/internal/logon"
 	"github.com/rs/zerolog"
 )
 
@@ -134,12 +133,13 @@ func (c *connFlags) validate() error {
 }
 
 // addr is host:port, for messages.
-func (c *connFlags) addr() string {
-	return net.JoinHostPort(strings.Trim(strings.TrimSpace(c.host), "[]"), strconv.Itoa(c.port))
-}
+func (c *connFlags) addr() string { return logon.Addr(c.host, c.port) }
+
+// who names the credentials, for messages; never a secret.
+func (c *connFlags) who() string { return logon.Who(c.user, c.token) }
 
 // dial logs on to CloudShell. Configuration problems come back as *usageError (exit 64),
-// an unreachable server or refused credentials as *dialError (exit 69) naming host:port.
+// an unreachable server or refused credentials as *logon.Error (exit 69) naming host:port.
 // Neither ever contains the password or token.
 func (c *connFlags) dial(ctx context.Context, log zerolog.Logger) (*cloudshell.Client, error) {
 	cfg, err := c.config(log)
@@ -150,13 +150,9 @@ func (c *connFlags) dial(ctx context.Context, log zerolog.Logger) (*cloudshell.C
 	if err != nil {
 		return nil, usageErrorf("invalid connection settings: %v", err)
 	}
-	who := "user " + strconv.Quote(c.user)
-	if c.token != "" {
-		who = "with the admin token"
-	}
 	start := time.Now()
 	if err := client.Connect(ctx); err != nil {
-		return nil, &dialError{addr: c.addr(), user: who, err: err}
+		return nil, &logon.Error{Addr: c.addr(), As: c.who(), Err: err}
 	}
 	log.Debug().Str("addr", c.addr()).Str("domain", c.domain).Dur("took", time.Since(start)).Msg("logged on to CloudShell")
 	return client, nil

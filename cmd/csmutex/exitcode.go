@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/csmutex/csmutex/cloudshell"
+	"github.com/csmutex/csmutex/internal/logon"
 	"github.com/csmutex/csmutex/mutex"
 )
 
@@ -76,35 +76,18 @@ func usageErrorf(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
 
-// dialError is a failure to log on to CloudShell: unreachable, TLS, or refused
-// credentials. It names the address, never the credentials.
-type dialError struct {
-	addr string
-	user string // the user name or "token"; not a secret
-	err  error
-}
-
-func (e *dialError) Error() string {
-	var ae *cloudshell.APIError
-	if errors.As(e.err, &ae) || errors.Is(e.err, cloudshell.ErrUnauthorized) {
-		return fmt.Sprintf("CloudShell at %s refused to log on %s: %v", e.addr, e.user, e.err)
-	}
-	return fmt.Sprintf("cannot reach CloudShell at %s: %v", e.addr, e.err)
-}
-
-func (e *dialError) Unwrap() error { return e.err }
-
 // exitCodeFor maps an error from flag checks, logon, or a mutex call (other than a lock
 // that is held by someone else, see lockFailureCode) to an exit code.
 func exitCodeFor(err error) int {
 	var ue *usageError
-	var de *dialError
+	var le *logon.Error
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.As(err, &ue):
 		return exitUsage
-	case errors.As(err, &de):
+	case errors.As(err, &le):
+		// Unreachable or refused: the message (logon.Error) says which.
 		return exitUnavailable
 	}
 	// Everything else is the mutex's classification, translated.

@@ -26,13 +26,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/csmutex/csmutex/internal/duration"
+	"github.com/csmutex/csmutex/internal/term"
 	"github.com/rs/zerolog"
 )
 
@@ -246,21 +246,17 @@ func (d *durationValue) Set(s string) error {
 	return nil
 }
 
-// parseDuration accepts a Go duration or a plain number of seconds; negative values are
-// refused.
+// parseDuration accepts a Go duration or a plain number of seconds (internal/duration, as
+// the sidecar does); negative values are refused.
 func parseDuration(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
-	if f, err := strconv.ParseFloat(s, 64); err == nil && !strings.ContainsAny(s, "xXpPiInN_") {
-		if f < 0 || math.IsNaN(f) || f*float64(time.Second) > math.MaxInt64 {
-			return 0, fmt.Errorf("%q is not a valid number of seconds", s)
-		}
-		return time.Duration(f * float64(time.Second)), nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
+	d, err := duration.Parse(s)
+	switch {
+	case duration.IsSeconds(s) && (err != nil || d < 0):
+		return 0, fmt.Errorf("%q is not a valid number of seconds", s)
+	case err != nil:
 		return 0, fmt.Errorf("%q is not a duration (want e.g. 30, 90s, 5m or 1h30m)", s)
-	}
-	if d < 0 {
+	case d < 0:
 		return 0, fmt.Errorf("%q is negative", s)
 	}
 	return d, nil
@@ -307,23 +303,6 @@ func (l *logFlags) logger(w io.Writer) zerolog.Logger {
 	if l.format == "json" {
 		return zerolog.New(w).Level(level).With().Timestamp().Str("cmd", "csmutex").Logger()
 	}
-	cw := zerolog.ConsoleWriter{Out: w, NoColor: !isTerminal(w), TimeFormat: "15:04:05.000"}
+	cw := zerolog.ConsoleWriter{Out: w, NoColor: !term.IsTerminal(w), TimeFormat: "15:04:05.000"}
 	return zerolog.New(cw).Level(level).With().Timestamp().Logger()
-}
-
-// isTerminal reports whether f is a terminal: a character device other than the null
-// device. Portable and dependency-free; good enough to choose colours and job control.
-func isTerminal(f any) bool {
-	file, ok := f.(*os.File)
-	if !ok || file == nil {
-		return false
-	}
-	fi, err := file.Stat()
-	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
-		return false
-	}
-	if null, err := os.Stat(os.DevNull); err == nil && os.SameFile(fi, null) {
-		return false
-	}
-	return true
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/csmutex/csmutex/cloudshell"
+	"github.com/csmutex/csmutex/internal/logon"
 	"github.com/csmutex/csmutex/internal/syncbuf"
 	"github.com/csmutex/csmutex/mockapi"
 	"github.com/csmutex/csmutex/mutex"
@@ -109,7 +110,9 @@ func TestParseDuration(t *testing.T) {
 			t.Errorf("parseDuration(%q) = %v, %v; want %v", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "abc", "-1", "-5s", "inf", "NaN", "0x10", "5 minutes", "1e30"} {
+	// "9223372036.854775808" is 2^63 ns, one past the largest time.Duration: it used to
+	// wrap around to a negative wait.
+	for _, in := range []string{"", "abc", "-1", "-5s", "inf", "NaN", "0x10", "5 minutes", "1e30", "9223372036.854775808", "1e400", "9999999h"} {
 		if got, err := parseDuration(in); err == nil {
 			t.Errorf("parseDuration(%q) = %v, want an error", in, got)
 		}
@@ -301,7 +304,7 @@ func TestExitCodeMapping(t *testing.T) {
 		{"timeout, holder seen, last error transient", &mutex.TimeoutError{Name: "MUTEX", Holder: holder, Last: transport}, 42},
 		{"timeout, never reached the server", &mutex.TimeoutError{Name: "MUTEX", Last: transport, Unavailable: true}, exitUnavailable},
 		{"usage", usageErrorf("bad"), exitUsage},
-		{"dial", &dialError{addr: "h:1", err: transport}, exitUnavailable},
+		{"dial", &logon.Error{Addr: "h:1", Err: transport}, exitUnavailable},
 		{"unauthorized", fmt.Errorf("x: %w", cloudshell.ErrUnauthorized), exitUnavailable},
 		{"setup", fmt.Errorf("x: %w", mutex.ErrSetup), exitDataErr},
 		{"owner attribute missing", mutex.ErrOwnerAttributeMissing, exitDataErr},

@@ -8,11 +8,11 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/csmutex/csmutex/internal/logon"
 	"github.com/csmutex/csmutex/internal/sidecar"
 	"github.com/csmutex/csmutex/mutex"
 )
@@ -208,13 +208,9 @@ lock attempts, as for run. Never set it in production.
 				log.Info().Msg("interrupted while logging on to CloudShell; nothing was held")
 				return exitOK
 			}
-			who := "user " + strconv.Quote(creds.User)
-			if creds.Token != "" {
-				who = "with the admin token"
-			}
-			derr := &dialError{addr: conn.addr(), user: who, err: err}
-			fmt.Fprintf(stderr, "csmutex serve: %v\n", derr)
-			return exitCodeFor(derr)
+			lerr := &logon.Error{Addr: conn.addr(), As: conn.who(), Err: err}
+			fmt.Fprintf(stderr, "csmutex serve: %v\n", lerr)
+			return exitCodeFor(lerr)
 		}
 		log.Info().Str("cloudshell", creds.String()).Msg("logged on to CloudShell")
 	}

@@ -30,6 +30,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/csmutex/csmutex/internal/term"
 	"github.com/csmutex/csmutex/mockapi"
 	mutexpkg "github.com/csmutex/csmutex/package"
 )
@@ -143,7 +144,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var logger zerolog.Logger
 	switch *logFormat {
 	case "console":
-		logger = zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly, NoColor: !isTerminal(stderr)}).
+		logger = zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly, NoColor: !term.IsTerminal(stderr)}).
 			With().Timestamp().Logger()
 	case "json":
 		logger = zerolog.New(stderr).With().Timestamp().Logger()
@@ -220,16 +221,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	logger.Info().Msg("shut down")
 	return exitOK
-}
-
-// isTerminal: colour codes only help a human watching; in CI logs they are noise.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // parseFault reads "Method:key=value,key=value".

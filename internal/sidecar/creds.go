@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/csmutex/csmutex/internal/logon"
 	"github.com/csmutex/csmutex/internal/redact"
 )
 
@@ -63,6 +64,12 @@ func (c Credentials) normalised() Credentials {
 		c.Domain = defaultCloudShellDomain
 	}
 	return c
+}
+
+// addr is host:port, for messages.
+func (c Credentials) addr() string {
+	n := c.normalised()
+	return logon.Addr(n.Host, n.Port)
 }
 
 func (c Credentials) sameEndpoint(o Credentials) bool {

@@ -9,11 +9,12 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/csmutex/csmutex/cloudshell"
+	"github.com/csmutex/csmutex/internal/duration"
+	"github.com/csmutex/csmutex/internal/logon"
 	"github.com/csmutex/csmutex/internal/redact"
 	"github.com/csmutex/csmutex/mutex"
 )
@@ -117,37 +118,37 @@ func jsonErrorText(err error) string {
 	return strings.TrimPrefix(msg, "json: ")
 }
 
-// maxDurationSeconds keeps conversions far from overflow (about 116 days).
+// maxDurationSeconds bounds a number of seconds (about 116 days), far from overflow.
 const maxDurationSeconds = 1e7
 
+// errOutOfRange: a well-formed duration too large to use (parseDurationIn names the range).
+var errOutOfRange = errors.New("out of range")
+
 // parseDuration reads a Go duration string ("300s", "1m30s") or a number of seconds (300,
-// 0.5, "300"). set is false when the field is absent or null.
+// 0.5, "300"), as internal/duration (and so the command's flags) reads them. set is false
+// when the field is absent or null.
 func parseDuration(field string, raw json.RawMessage) (d time.Duration, set bool, err error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return 0, false, nil
 	}
 	bad := fmt.Errorf(`%s must be a duration such as "30s" or a number of seconds`, field)
-	var secs float64
-	if json.Unmarshal(raw, &secs) != nil {
-		var s string
-		if json.Unmarshal(raw, &s) != nil {
-			return 0, false, bad
-		}
-		s = strings.TrimSpace(s)
-		v, perr := strconv.ParseFloat(s, 64)
-		if perr != nil {
-			d, derr := time.ParseDuration(s)
-			if derr != nil {
-				return 0, false, bad
-			}
-			return d, true, nil
-		}
-		secs = v
+	s := strings.TrimSpace(string(raw)) // a JSON number, as written
+	var str string
+	switch {
+	case json.Unmarshal(raw, &str) == nil:
+		s = str
+	case s == "" || (s[0] != '-' && (s[0] < '0' || s[0] > '9')):
+		return 0, false, bad // true, an object, ...
 	}
-	if math.IsNaN(secs) || math.IsInf(secs, 0) || math.Abs(secs) > maxDurationSeconds {
-		return 0, false, fmt.Errorf("%s is out of range", field)
+	d, err = duration.Parse(s)
+	seconds := duration.IsSeconds(s)
+	switch {
+	case errors.Is(err, duration.ErrRange) || (seconds && math.Abs(d.Seconds()) > maxDurationSeconds):
+		return 0, false, fmt.Errorf("%s is %w", field, errOutOfRange)
+	case err != nil:
+		return 0, false, bad
 	}
-	return time.Duration(secs * float64(time.Second)), true, nil
+	return d, true, nil
 }
 
 // acquireRequest is the body of POST /v1/acquire.
@@ -335,7 +336,7 @@ func (s *Server) handleAcquire(w http.ResponseWriter, r *http.Request) {
 func (s *Server) lock(ctx context.Context, p acquireParams) (*mutex.Lock, error) {
 	api, err := s.clients.get(ctx, p.creds)
 	if err != nil {
-		return nil, &dialError{err}
+		return nil, &logon.Error{Addr: p.creds.addr(), As: logon.Who(p.creds.User, p.creds.Token), Err: err}
 	}
 	opts := append([]mutex.Option{mutex.WithLogger(s.log)}, s.mutexOpts...)
 	opts = append(opts, mutex.WithName(p.name), mutex.WithOwner(p.owner), mutex.WithLease(p.lease),
@@ -348,12 +349,6 @@ func (s *Server) lock(ctx context.Context, p acquireParams) (*mutex.Lock, error)
 	}
 	return m.Lock(ctx)
 }
-
-// dialError marks a failure to connect or log on to CloudShell.
-type dialError struct{ err error }
-
-func (e *dialError) Error() string { return "connecting to CloudShell: " + e.err.Error() }
-func (e *dialError) Unwrap() error { return e.err }
 
 // classify maps an acquisition failure to the response. The choices:
 //
@@ -371,7 +366,7 @@ func (e *dialError) Unwrap() error { return e.err }
 func (s *Server) classify(err error, r *http.Request) (int, errorBody, string) {
 	var le *mutex.LockedError
 	var te *mutex.TimeoutError
-	var de *dialError
+	var de *logon.Error
 	switch {
 	case errors.As(err, &le):
 		return http.StatusConflict, errorBody{Error: err.Error(), Kind: "locked", Holder: holderLabel(le.Holder)}, resultTimeout

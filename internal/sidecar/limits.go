@@ -2,9 +2,8 @@ package sidecar
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
-	"math"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -27,17 +26,13 @@ const (
 	MaxTimeout = 24 * time.Hour
 )
 
-// goDuration matches the syntax of time.ParseDuration, so that a well-formed value it
-// refuses ("9999999h") is reported as out of range rather than as not a duration.
-var goDuration = regexp.MustCompile(`^[-+]?((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+$`)
-
 // parseDurationIn is parseDuration with a range: a value outside [lo, hi], including one
 // too large to represent, is refused with a message naming the range. note explains lo,
 // e.g. " (0 = a single attempt)".
 func parseDurationIn(field string, raw json.RawMessage, lo, hi time.Duration, note string) (time.Duration, bool, error) {
 	d, set, err := parseDuration(field, raw)
 	if err != nil {
-		if tooLarge(raw) {
+		if errors.Is(err, errOutOfRange) {
 			return 0, false, rangeError(field, raw, lo, hi, note)
 		}
 		return 0, false, err
@@ -54,25 +49,6 @@ func rangeError(field string, raw json.RawMessage, lo, hi time.Duration, note st
 		got = got[:40] + "..."
 	}
 	return fmt.Errorf("%s %s is out of range: it must be between %s%s and %s", field, got, fmtDuration(lo), note, fmtDuration(hi))
-}
-
-// tooLarge reports whether raw is a well-formed duration or number that only failed for
-// its size.
-func tooLarge(raw json.RawMessage) bool {
-	s := strings.TrimSpace(string(raw))
-	var str string
-	if json.Unmarshal(raw, &str) == nil {
-		s = strings.TrimSpace(str)
-		if goDuration.MatchString(s) {
-			return true
-		}
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		// ParseFloat fails on overflow ("1e400") with a range error and ±Inf.
-		return math.IsInf(f, 0)
-	}
-	return math.IsInf(f, 0) || math.Abs(f) > maxDurationSeconds
 }
 
 // fmtDuration writes whole hours, minutes or seconds plainly ("24h", "1s", "0s").

@@ -817,6 +817,29 @@ func TestServeDurationParsing(t *testing.T) {
 	}
 }
 
+// The sidecar reads a duration string as the command's flags do (internal/duration): a
+// number of seconds is decimal. It used to take "0x1p4" for 16 seconds and "1_0" for 10,
+// which --timeout refuses.
+func TestServeDurationParsingAgreesWithCommand(t *testing.T) {
+	for _, in := range []string{`"0x10"`, `"0x1p4"`, `"1_0"`} {
+		d, _, err := parseDuration("timeout", json.RawMessage(in))
+		if err == nil || !strings.Contains(err.Error(), `timeout must be a duration such as "30s"`) {
+			t.Errorf("%s: %v, %v; want refused as not a duration", in, d, err)
+		}
+	}
+	for _, in := range []string{`"Inf"`, `"NaN"`, `"-inf"`} {
+		if d, _, err := parseDuration("timeout", json.RawMessage(in)); err == nil {
+			t.Errorf("%s accepted as %v", in, d)
+		}
+	}
+	// Numbers beyond the sidecar's bound, as JSON numbers or strings, are out of range.
+	for _, in := range []string{`1e8`, `"1e8"`, `1e400`, `"9999999h"`} {
+		if _, _, err := parseDuration("lease", json.RawMessage(in)); err == nil || err.Error() != "lease is out of range" {
+			t.Errorf("%s: %v, want out of range", in, err)
+		}
+	}
+}
+
 func TestServeCredentialsNeverPrinted(t *testing.T) {
 	c := Credentials{Host: "h", User: "u", Password: testPassword, Token: "tok-" + testPassword}
 	for _, s := range []string{c.String(), fmt.Sprintf("%v %+v %#v %s", c, c, c, c)} {
