@@ -12,9 +12,9 @@ import (
 // the mock the way Go tests use the Server methods. It is unauthenticated: the mock is a
 // test fixture and listens on loopback by default.
 
-// FaultJSON is a Fault on the admin endpoint: lowerCamel names, durations as Go duration
+// faultJSON is a Fault on the admin endpoint: lowerCamel names, durations as Go duration
 // strings ("150ms").
-type FaultJSON struct {
+type faultJSON struct {
 	Method               string  `json:"method"`
 	Client               string  `json:"client,omitempty"`
 	Count                int     `json:"count,omitempty"`
@@ -30,8 +30,8 @@ type FaultJSON struct {
 	Matched int `json:"matched,omitempty"`
 }
 
-// ToFault validates the JSON form and converts it.
-func (j FaultJSON) ToFault() (Fault, error) {
+// toFault validates the JSON form and converts it.
+func (j faultJSON) toFault() (Fault, error) {
 	f := Fault{
 		Client:               j.Client,
 		Count:                j.Count,
@@ -76,8 +76,8 @@ func (f Fault) Validate() error {
 	return nil
 }
 
-func faultToJSON(method string, f Fault, matched int) FaultJSON {
-	j := FaultJSON{
+func faultToJSON(method string, f Fault, matched int) faultJSON {
+	j := faultJSON{
 		Method: method, Client: f.Client, Count: f.Count,
 		ErrorRate: f.ErrorRate, ErrorCode: f.ErrorCode, ErrorMessage: f.ErrorMessage,
 		HTTP500Rate: f.HTTP500Rate, DropAfterCommitRate: f.DropAfterCommitRate,
@@ -93,12 +93,12 @@ func faultToJSON(method string, f Fault, matched int) FaultJSON {
 }
 
 type faultsDoc struct {
-	Faults            []FaultJSON `json:"faults"`
+	Faults            []faultJSON `json:"faults"`
 	ExpireTokensAfter int         `json:"expireTokensAfter"`
 }
 
 type faultPut struct {
-	FaultJSON
+	faultJSON
 	// ExpireTokensAfter, when present, sets token expiry; a body with only this field
 	// (no method) changes nothing else.
 	ExpireTokensAfter *int `json:"expireTokensAfter,omitempty"`
@@ -107,8 +107,8 @@ type faultPut struct {
 func (s *Server) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /admin/faults", func(w http.ResponseWriter, r *http.Request) {
-		entries, expire := s.faults.List()
-		doc := faultsDoc{Faults: []FaultJSON{}, ExpireTokensAfter: expire}
+		entries, expire := s.faults.list()
+		doc := faultsDoc{Faults: []faultJSON{}, ExpireTokensAfter: expire}
 		for _, e := range entries {
 			doc.Faults = append(doc.Faults, faultToJSON(e.Method, e.Fault, e.Matched))
 		}
@@ -127,7 +127,7 @@ func (s *Server) adminHandler() http.Handler {
 			return
 		}
 		if req.Method != "" {
-			f, err := req.ToFault()
+			f, err := req.toFault()
 			if err != nil {
 				writeJSONError(w, http.StatusBadRequest, err.Error())
 				return

@@ -52,7 +52,7 @@ func TestAdminEndpoint(t *testing.T) {
 		t.Fatalf("put: %d %s", code, b)
 	}
 	h.fail("GetServerDateAndTime", "<GetServerDateAndTime />", "via admin")
-	entries, _ := h.s.Faults().List()
+	entries, _ := h.s.Faults().list()
 	if len(entries) != 1 || entries[0].Fault.Latency != time.Millisecond || entries[0].Fault.Count != 5 {
 		t.Errorf("entries %+v", entries)
 	}
@@ -75,7 +75,7 @@ func TestAdminEndpoint(t *testing.T) {
 		t.Fatal("delete")
 	}
 	h.ok("GetServerDateAndTime", "<GetServerDateAndTime />")
-	if entries, exp := h.s.Faults().List(); len(entries) != 0 || exp != 0 {
+	if entries, exp := h.s.Faults().list(); len(entries) != 0 || exp != 0 {
 		t.Error("not cleared")
 	}
 }

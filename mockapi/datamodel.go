@@ -7,28 +7,28 @@ import (
 	"fmt"
 )
 
-// Model is a service model the mock accepts in AddServiceToReservation.
-type Model struct {
+// serviceModel is a service model the mock accepts in AddServiceToReservation.
+type serviceModel struct {
 	Family     string
 	Name       string
-	Attributes []ModelAttribute // in data model order, which is also the render order
+	Attributes []modelAttribute // in data model order, which is also the render order
 }
 
-// ModelAttribute is an attribute attached to a service model, with the value a service
+// modelAttribute is an attribute attached to a service model, with the value a service
 // gets when AddServiceToReservation does not set it.
-type ModelAttribute struct {
+type modelAttribute struct {
 	Name    string
 	Type    string
 	Default string
 }
 
-func (m *Model) attribute(name string) (ModelAttribute, bool) {
+func (m *serviceModel) attribute(name string) (modelAttribute, bool) {
 	for _, a := range m.Attributes {
 		if a.Name == name {
 			return a, true
 		}
 	}
-	return ModelAttribute{}, false
+	return modelAttribute{}, false
 }
 
 // The XML below mirrors the parts of DataModelSchema.xsd the mock needs. Tags carry no
@@ -68,11 +68,11 @@ type dmModel struct {
 	Values   []dmValue    `xml:"AttributeValues>AttributeValue"`
 }
 
-// ParseDataModel reads a CloudShell DataModelInfo document (as imported in a package's
+// parseDataModel reads a CloudShell DataModelInfo document (as imported in a package's
 // DataModel/datamodel.xml) and returns its service models: the models of families with
 // IsService="true", each with the attributes attached to the model or its family.
 // Resource families are ignored; resources are declared with WithResource instead.
-func ParseDataModel(data []byte) ([]Model, error) {
+func parseDataModel(data []byte) ([]serviceModel, error) {
 	data = bytes.TrimPrefix(data, utf8BOM)
 	var info dmInfo
 	d := xml.NewDecoder(bytes.NewReader(data))
@@ -87,7 +87,7 @@ func ParseDataModel(data []byte) ([]Model, error) {
 		}
 		defs[a.Name] = a
 	}
-	var models []Model
+	var models []serviceModel
 	seen := map[string]bool{}
 	for _, fam := range info.Families {
 		if fam.IsService != "true" {
@@ -101,7 +101,7 @@ func ParseDataModel(data []byte) ([]Model, error) {
 				return nil, fmt.Errorf("data model: service model '%s' is defined twice", dm.Name)
 			}
 			seen[dm.Name] = true
-			m := Model{Family: fam.Name, Name: dm.Name}
+			m := serviceModel{Family: fam.Name, Name: dm.Name}
 			// Family attributes apply to every model of the family, as in CloudShell.
 			attached := append(append([]dmAttached{}, fam.Attached...), dm.Attached...)
 			for _, at := range attached {
@@ -112,7 +112,7 @@ func ParseDataModel(data []byte) ([]Model, error) {
 				if !ok {
 					return nil, fmt.Errorf("data model: attribute '%s' attached to model '%s' has no AttributeInfo", at.Name, dm.Name)
 				}
-				m.Attributes = append(m.Attributes, ModelAttribute{
+				m.Attributes = append(m.Attributes, modelAttribute{
 					Name:    at.Name,
 					Type:    def.Type,
 					Default: defaultValue(at.Name, def.DefaultValue, fam.Values, dm.Values),

@@ -8,7 +8,7 @@ import (
 )
 
 func TestParseDataModel(t *testing.T) {
-	full, err := ParseDataModel(mutexpkg.DataModel)
+	full, err := parseDataModel(mutexpkg.DataModel)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -19,7 +19,7 @@ func TestParseDataModel(t *testing.T) {
 		t.Fatalf("attributes %+v", a)
 	}
 
-	legacy, err := ParseDataModel(mutexpkg.LegacyDataModel)
+	legacy, err := parseDataModel(mutexpkg.LegacyDataModel)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func TestParseDataModel(t *testing.T) {
 const dmHead = `<DataModelInfo xmlns="http://schemas.qualisystems.com/ResourceManagement/DataModelSchema.xsd">`
 
 func TestParseDataModelDefaultsAndFamilies(t *testing.T) {
-	models, err := ParseDataModel([]byte(dmHead + `
+	models, err := parseDataModel([]byte(dmHead + `
   <Attributes>
     <AttributeInfo Name="Color" Type="String" DefaultValue="global" />
     <AttributeInfo Name="Size" Type="Numeric" DefaultValue="1" />
@@ -60,7 +60,7 @@ func TestParseDataModelDefaultsAndFamilies(t *testing.T) {
 		t.Fatalf("resource family must be ignored: %+v", models)
 	}
 	red, plain := models[0], models[1]
-	if len(red.Attributes) != 2 || red.Attributes[0] != (ModelAttribute{"Color", "String", "red"}) || red.Attributes[1].Default != "1" {
+	if len(red.Attributes) != 2 || red.Attributes[0] != (modelAttribute{"Color", "String", "red"}) || red.Attributes[1].Default != "1" {
 		t.Errorf("red %+v", red)
 	}
 	if len(plain.Attributes) != 1 || plain.Attributes[0].Default != "family" {
@@ -71,8 +71,8 @@ func TestParseDataModelDefaultsAndFamilies(t *testing.T) {
 	h := newHarness(t, WithDataModel(mutexpkg.DataModel), WithDataModel([]byte(dmHead+`<Attributes /><ResourceFamilies>
 	  <ResourceFamily Name="X" IsService="true"><Models><ResourceModel Name="Other" /></Models></ResourceFamily>
 	  </ResourceFamilies></DataModelInfo>`)))
-	if len(h.s.Models()) != 2 {
-		t.Fatalf("models %+v", h.s.Models())
+	if len(h.s.loadedModels()) != 2 {
+		t.Fatalf("models %+v", h.s.loadedModels())
 	}
 	id := h.s.CreateReservation("r", "")
 	h.ok("AddServiceToReservation", addServiceBody(id, "Other", "O"))
@@ -89,7 +89,7 @@ func TestParseDataModelErrors(t *testing.T) {
 		"duplicate model": {dmHead + `<ResourceFamilies><ResourceFamily Name="F" IsService="true"><Models><ResourceModel Name="M"/><ResourceModel Name="M"/></Models></ResourceFamily></ResourceFamilies></DataModelInfo>`, "defined twice"},
 		"unnamed model":   {dmHead + `<ResourceFamilies><ResourceFamily Name="F" IsService="true"><Models><ResourceModel/></Models></ResourceFamily></ResourceFamilies></DataModelInfo>`, "without a Name"},
 	} {
-		_, err := ParseDataModel([]byte(c.xml))
+		_, err := parseDataModel([]byte(c.xml))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err = %v, want %q", name, err, c.want)
 		}

@@ -94,20 +94,20 @@ func (f *Faults) tokenLimit() int {
 	return f.expireAfter
 }
 
-// FaultEntry is a configured fault as reported by List.
-type FaultEntry struct {
+// faultEntry is a configured fault as reported by list.
+type faultEntry struct {
 	Method  string
 	Fault   Fault
 	Matched int // requests the fault has matched so far (compare with Count)
 }
 
-// List returns the configured faults sorted by method, and the token expiry setting.
-func (f *Faults) List() ([]FaultEntry, int) {
+// list returns the configured faults sorted by method, and the token expiry setting.
+func (f *Faults) list() ([]faultEntry, int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make([]FaultEntry, 0, len(f.byKey))
+	out := make([]faultEntry, 0, len(f.byKey))
 	for k, st := range f.byKey {
-		out = append(out, FaultEntry{Method: k, Fault: st.Fault, Matched: st.matched})
+		out = append(out, faultEntry{Method: k, Fault: st.Fault, Matched: st.matched})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Method < out[j].Method })
 	return out, f.expireAfter

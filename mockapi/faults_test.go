@@ -170,7 +170,7 @@ func TestClientFilterAndCount(t *testing.T) {
 	if got := outcomes(t, victim, 4); got != "EE.." {
 		t.Errorf("victim: %s, want EE..", got)
 	}
-	entries, _ := h.s.Faults().List()
+	entries, _ := h.s.Faults().list()
 	if len(entries) != 1 || entries[0].Matched != 2 {
 		t.Errorf("list %+v", entries)
 	}

@@ -42,6 +42,30 @@ var apiMethods = map[string]methodSpec{
 	"WriteMessageToReservationOutput": {fn: (*Server).writeMessageToReservationOutput},
 }
 
+// withReservation runs fn under the server lock with reservation id, or fails as
+// CloudShell does when there is no such reservation: the opening of every method that
+// reads a reservation.
+func (s *Server) withReservation(id string, fn func(r *reservation) (*result, *apiError)) (*result, *apiError) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, aerr := s.reservationLocked(id)
+	if aerr != nil {
+		return nil, aerr
+	}
+	return fn(r)
+}
+
+// withLiveReservation is withReservation for methods that change a reservation: one that
+// has ended fails, as on CloudShell.
+func (s *Server) withLiveReservation(id string, fn func(r *reservation) (*result, *apiError)) (*result, *apiError) {
+	return s.withReservation(id, func(r *reservation) (*result, *apiError) {
+		if r.ended {
+			return nil, failf("Reservation '%s' has ended", id)
+		}
+		return fn(r)
+	})
+}
+
 func asAPIError(err error) *apiError {
 	if err == nil {
 		return nil
@@ -86,16 +110,12 @@ func (s *Server) endReservation(c *call) (*result, *apiError) {
 	if err != nil {
 		return nil, asAPIError(err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, aerr := s.liveReservationLocked(id)
-	if aerr != nil {
-		return nil, aerr
-	}
-	r.ended = true
-	r.actualEnd = s.now()
-	s.recordLocked(c, id, fmt.Sprintf("end reservation unmap=%t", unmap))
-	return nil, nil
+	return s.withLiveReservation(id, func(r *reservation) (*result, *apiError) {
+		r.ended = true
+		r.actualEnd = s.now()
+		s.recordLocked(c, id, fmt.Sprintf("end reservation unmap=%t", unmap))
+		return nil, nil
+	})
 }
 
 // getReservationDetails serves a cached rendering like the real server (5 s by default),
@@ -107,25 +127,21 @@ func (s *Server) getReservationDetails(c *call) (*result, *apiError) {
 	if err != nil {
 		return nil, asAPIError(err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, aerr := s.reservationLocked(id)
-	if aerr != nil {
-		return nil, aerr
-	}
-	ttl := s.cfg.cacheTTL
-	now := s.now()
-	var body []byte
-	switch {
-	case disable || ttl <= 0:
-		body = s.renderDetails(r)
-	case r.cached != nil && now.Sub(r.cachedAt) < ttl:
-		body = r.cached
-	default:
-		body = s.renderDetails(r)
-		r.cached, r.cachedAt = body, now
-	}
-	return &result{typ: "GetReservationDescriptionResponseInfo", body: body}, nil
+	return s.withReservation(id, func(r *reservation) (*result, *apiError) {
+		ttl := s.cfg.cacheTTL
+		now := s.now()
+		var body []byte
+		switch {
+		case disable || ttl <= 0:
+			body = s.renderDetails(r)
+		case r.cached != nil && now.Sub(r.cachedAt) < ttl:
+			body = r.cached
+		default:
+			body = s.renderDetails(r)
+			r.cached, r.cachedAt = body, now
+		}
+		return &result{typ: "GetReservationDescriptionResponseInfo", body: body}, nil
+	})
 }
 
 func (s *Server) addServiceToReservation(c *call) (*result, *apiError) {
@@ -140,29 +156,25 @@ func (s *Server) addServiceToReservation(c *call) (*result, *apiError) {
 		// CloudShell names an unaliased service after its model.
 		alias = modelName
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, aerr := s.liveReservationLocked(id)
-	if aerr != nil {
-		return nil, aerr
-	}
-	m := s.models[modelName]
-	if m == nil {
-		return nil, failf("Service model '%s' was not found", modelName)
-	}
-	sv := &service{alias: alias, model: m}
-	for _, a := range m.Attributes {
-		sv.attrs = append(sv.attrs, attrValue{name: a.Name, value: a.Default})
-	}
-	if aerr := setAttributes(sv, items); aerr != nil {
-		return nil, aerr
-	}
-	if r.service(alias) != nil {
-		return nil, &apiError{code: 100, msg: "Service with given alias already exists"}
-	}
-	r.services = append(r.services, sv)
-	s.recordLocked(c, id, fmt.Sprintf("add service %s (%s)%s", alias, m.Name, attrDetail(items)))
-	return nil, nil
+	return s.withLiveReservation(id, func(r *reservation) (*result, *apiError) {
+		m := s.models[modelName]
+		if m == nil {
+			return nil, failf("Service model '%s' was not found", modelName)
+		}
+		sv := &service{alias: alias, model: m}
+		for _, a := range m.Attributes {
+			sv.attrs = append(sv.attrs, attrValue{name: a.Name, value: a.Default})
+		}
+		if aerr := setAttributes(sv, items); aerr != nil {
+			return nil, aerr
+		}
+		if r.service(alias) != nil {
+			return nil, &apiError{code: 100, msg: "Service with given alias already exists"}
+		}
+		r.services = append(r.services, sv)
+		s.recordLocked(c, id, fmt.Sprintf("add service %s (%s)%s", alias, m.Name, attrDetail(items)))
+		return nil, nil
+	})
 }
 
 // setAttributes validates every attribute before changing any, so a bad request leaves
@@ -197,22 +209,18 @@ func (s *Server) removeServicesFromReservation(c *call) (*result, *apiError) {
 	if err != nil {
 		return nil, asAPIError(err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, aerr := s.liveReservationLocked(id)
-	if aerr != nil {
-		return nil, aerr
-	}
-	drop := map[string]bool{}
-	for _, a := range aliases {
-		if r.service(a) == nil {
-			return nil, failf("Service with alias '%s' was not found in reservation '%s'", a, id)
+	return s.withLiveReservation(id, func(r *reservation) (*result, *apiError) {
+		drop := map[string]bool{}
+		for _, a := range aliases {
+			if r.service(a) == nil {
+				return nil, failf("Service with alias '%s' was not found in reservation '%s'", a, id)
+			}
+			drop[a] = true
 		}
-		drop[a] = true
-	}
-	r.services = slices.DeleteFunc(slices.Clone(r.services), func(sv *service) bool { return drop[sv.alias] })
-	s.recordLocked(c, id, "remove services "+strings.Join(aliases, ", "))
-	return nil, nil
+		r.services = slices.DeleteFunc(slices.Clone(r.services), func(sv *service) bool { return drop[sv.alias] })
+		s.recordLocked(c, id, "remove services "+strings.Join(aliases, ", "))
+		return nil, nil
+	})
 }
 
 func (s *Server) setServiceAttributesValues(c *call) (*result, *apiError) {
@@ -222,32 +230,24 @@ func (s *Server) setServiceAttributesValues(c *call) (*result, *apiError) {
 	if err != nil {
 		return nil, asAPIError(err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, aerr := s.liveReservationLocked(id)
-	if aerr != nil {
-		return nil, aerr
-	}
-	sv := r.service(alias)
-	if sv == nil {
-		return nil, failf("Service with alias '%s' was not found in reservation '%s'", alias, id)
-	}
-	if aerr := setAttributes(sv, items); aerr != nil {
-		return nil, aerr
-	}
-	s.recordLocked(c, id, fmt.Sprintf("set attributes of %s%s", alias, attrDetail(items)))
-	return nil, nil
+	return s.withLiveReservation(id, func(r *reservation) (*result, *apiError) {
+		sv := r.service(alias)
+		if sv == nil {
+			return nil, failf("Service with alias '%s' was not found in reservation '%s'", alias, id)
+		}
+		if aerr := setAttributes(sv, items); aerr != nil {
+			return nil, aerr
+		}
+		s.recordLocked(c, id, fmt.Sprintf("set attributes of %s%s", alias, attrDetail(items)))
+		return nil, nil
+	})
 }
 
 func (s *Server) getSandboxData(c *call) (*result, *apiError) {
 	id := c.req.str("reservationId", "")
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, aerr := s.reservationLocked(id)
-	if aerr != nil {
-		return nil, aerr
-	}
-	return r.renderSandboxData(), nil
+	return s.withReservation(id, func(r *reservation) (*result, *apiError) {
+		return r.renderSandboxData(), nil
+	})
 }
 
 func (s *Server) setSandboxData(c *call) (*result, *apiError) {
@@ -261,23 +261,19 @@ func (s *Server) setSandboxData(c *call) (*result, *apiError) {
 			return nil, failf("Sandbox data key must not be empty")
 		}
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, aerr := s.liveReservationLocked(id)
-	if aerr != nil {
-		return nil, aerr
-	}
-	keys := make([]string, 0, len(items))
-	for _, it := range items {
-		k := it["Key"]
-		if _, ok := r.sandbox[k]; !ok {
-			r.sandboxKey = append(r.sandboxKey, k)
+	return s.withLiveReservation(id, func(r *reservation) (*result, *apiError) {
+		keys := make([]string, 0, len(items))
+		for _, it := range items {
+			k := it["Key"]
+			if _, ok := r.sandbox[k]; !ok {
+				r.sandboxKey = append(r.sandboxKey, k)
+			}
+			r.sandbox[k] = it["Value"]
+			keys = append(keys, k)
 		}
-		r.sandbox[k] = it["Value"]
-		keys = append(keys, k)
-	}
-	s.recordLocked(c, id, "set sandbox data "+strings.Join(keys, ", "))
-	return nil, nil
+		s.recordLocked(c, id, "set sandbox data "+strings.Join(keys, ", "))
+		return nil, nil
+	})
 }
 
 func (s *Server) addResourcesToReservation(c *call) (*result, *apiError) {
@@ -290,24 +286,20 @@ func (s *Server) addResourcesToReservation(c *call) (*result, *apiError) {
 	if err != nil {
 		return nil, asAPIError(err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, aerr := s.liveReservationLocked(id)
-	if aerr != nil {
-		return nil, aerr
-	}
-	for _, p := range paths {
-		if _, ok := s.known[p]; !ok {
-			return nil, failf("Resource '%s' was not found", p)
+	return s.withLiveReservation(id, func(r *reservation) (*result, *apiError) {
+		for _, p := range paths {
+			if _, ok := s.known[p]; !ok {
+				return nil, failf("Resource '%s' was not found", p)
+			}
 		}
-	}
-	for _, p := range paths {
-		if !r.hasResource(p) {
-			r.resources = append(r.resources, &reservedResource{path: p, shared: shared})
+		for _, p := range paths {
+			if !r.hasResource(p) {
+				r.resources = append(r.resources, &reservedResource{path: p, shared: shared})
+			}
 		}
-	}
-	s.recordLocked(c, id, "add resources "+strings.Join(paths, ", "))
-	return noConflicts(), nil
+		s.recordLocked(c, id, "add resources "+strings.Join(paths, ", "))
+		return noConflicts(), nil
+	})
 }
 
 func (s *Server) removeResourcesFromReservation(c *call) (*result, *apiError) {
@@ -319,26 +311,22 @@ func (s *Server) removeResourcesFromReservation(c *call) (*result, *apiError) {
 	if _, err := c.req.boolean("deleteDeployedApps", true); err != nil {
 		return nil, asAPIError(err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, aerr := s.liveReservationLocked(id)
-	if aerr != nil {
-		return nil, aerr
-	}
-	drop := map[string]bool{}
-	for _, p := range paths {
-		if !r.hasResource(p) {
-			return nil, failf("Resource '%s' is not in reservation '%s'", p, id)
+	return s.withLiveReservation(id, func(r *reservation) (*result, *apiError) {
+		drop := map[string]bool{}
+		for _, p := range paths {
+			if !r.hasResource(p) {
+				return nil, failf("Resource '%s' is not in reservation '%s'", p, id)
+			}
+			drop[p] = true
 		}
-		drop[p] = true
-	}
-	r.resources = slices.DeleteFunc(slices.Clone(r.resources), func(rr *reservedResource) bool { return drop[rr.path] })
-	// A connector cannot outlive either of its resources.
-	r.connectors = slices.DeleteFunc(slices.Clone(r.connectors), func(cn *connector) bool {
-		return drop[rootResource(cn.source)] || drop[rootResource(cn.target)]
+		r.resources = slices.DeleteFunc(slices.Clone(r.resources), func(rr *reservedResource) bool { return drop[rr.path] })
+		// A connector cannot outlive either of its resources.
+		r.connectors = slices.DeleteFunc(slices.Clone(r.connectors), func(cn *connector) bool {
+			return drop[rootResource(cn.source)] || drop[rootResource(cn.target)]
+		})
+		s.recordLocked(c, id, "remove resources "+strings.Join(paths, ", "))
+		return noConflicts(), nil
 	})
-	s.recordLocked(c, id, "remove resources "+strings.Join(paths, ", "))
-	return noConflicts(), nil
 }
 
 func (s *Server) setConnectorsInReservation(c *call) (*result, *apiError) {
@@ -347,47 +335,43 @@ func (s *Server) setConnectorsInReservation(c *call) (*result, *apiError) {
 	if err != nil {
 		return nil, asAPIError(err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, aerr := s.liveReservationLocked(id)
-	if aerr != nil {
-		return nil, aerr
-	}
-	conns := make([]*connector, 0, len(items))
-	for _, it := range items {
-		cn := &connector{
-			source:    it["SourceResourceFullName"],
-			target:    it["TargetResourceFullName"],
-			direction: it["Direction"],
-			alias:     it["Alias"],
-		}
-		for _, ep := range []string{cn.source, cn.target} {
-			if ep == "" {
-				return nil, failf("Connector endpoints must not be empty")
+	return s.withLiveReservation(id, func(r *reservation) (*result, *apiError) {
+		conns := make([]*connector, 0, len(items))
+		for _, it := range items {
+			cn := &connector{
+				source:    it["SourceResourceFullName"],
+				target:    it["TargetResourceFullName"],
+				direction: it["Direction"],
+				alias:     it["Alias"],
 			}
-			if !r.hasResource(rootResource(ep)) {
-				return nil, failf("Resource '%s' of endpoint '%s' is not in reservation '%s'", rootResource(ep), ep, id)
+			for _, ep := range []string{cn.source, cn.target} {
+				if ep == "" {
+					return nil, failf("Connector endpoints must not be empty")
+				}
+				if !r.hasResource(rootResource(ep)) {
+					return nil, failf("Resource '%s' of endpoint '%s' is not in reservation '%s'", rootResource(ep), ep, id)
+				}
 			}
+			conns = append(conns, cn)
 		}
-		conns = append(conns, cn)
-	}
-	details := make([]string, 0, len(conns))
-	for _, cn := range conns {
-		replaced := false
-		for i, old := range r.connectors {
-			if sameEndpoints(old, cn) {
-				r.connectors[i] = cn
-				replaced = true
-				break
+		details := make([]string, 0, len(conns))
+		for _, cn := range conns {
+			replaced := false
+			for i, old := range r.connectors {
+				if sameEndpoints(old, cn) {
+					r.connectors[i] = cn
+					replaced = true
+					break
+				}
 			}
+			if !replaced {
+				r.connectors = append(r.connectors, cn)
+			}
+			details = append(details, fmt.Sprintf("%s -> %s (%s)", cn.source, cn.target, cn.direction))
 		}
-		if !replaced {
-			r.connectors = append(r.connectors, cn)
-		}
-		details = append(details, fmt.Sprintf("%s -> %s (%s)", cn.source, cn.target, cn.direction))
-	}
-	s.recordLocked(c, id, "set connectors "+strings.Join(details, ", "))
-	return nil, nil
+		s.recordLocked(c, id, "set connectors "+strings.Join(details, ", "))
+		return nil, nil
+	})
 }
 
 // sameEndpoints: a connector joins two endpoints regardless of which one is the source.
@@ -401,21 +385,17 @@ func (s *Server) removeConnectorsFromReservation(c *call) (*result, *apiError) {
 	if err != nil {
 		return nil, asAPIError(err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, aerr := s.liveReservationLocked(id)
-	if aerr != nil {
-		return nil, aerr
-	}
-	in := map[string]bool{}
-	for _, e := range endpoints {
-		in[e] = true
-	}
-	before := len(r.connectors)
-	r.connectors = slices.DeleteFunc(slices.Clone(r.connectors), func(cn *connector) bool { return in[cn.source] && in[cn.target] })
-	removed := before - len(r.connectors)
-	s.recordLocked(c, id, fmt.Sprintf("remove connectors between %s (%d removed)", strings.Join(endpoints, ", "), removed))
-	return nil, nil
+	return s.withLiveReservation(id, func(r *reservation) (*result, *apiError) {
+		in := map[string]bool{}
+		for _, e := range endpoints {
+			in[e] = true
+		}
+		before := len(r.connectors)
+		r.connectors = slices.DeleteFunc(slices.Clone(r.connectors), func(cn *connector) bool { return in[cn.source] && in[cn.target] })
+		removed := before - len(r.connectors)
+		s.recordLocked(c, id, fmt.Sprintf("remove connectors between %s (%d removed)", strings.Join(endpoints, ", "), removed))
+		return nil, nil
+	})
 }
 
 func (s *Server) getServerDateAndTime(c *call) (*result, *apiError) {
@@ -431,12 +411,8 @@ func (s *Server) getServerDateAndTime(c *call) (*result, *apiError) {
 func (s *Server) writeMessageToReservationOutput(c *call) (*result, *apiError) {
 	id := c.req.str("reservationId", "")
 	msg := c.req.str("message", "")
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, aerr := s.reservationLocked(id)
-	if aerr != nil {
-		return nil, aerr
-	}
-	r.messages = append(r.messages, msg)
-	return nil, nil
+	return s.withReservation(id, func(r *reservation) (*result, *apiError) {
+		r.messages = append(r.messages, msg)
+		return nil, nil
+	})
 }

@@ -20,7 +20,7 @@ func createBody(name, owner string, minutes int) string {
 
 func TestReservationLifecycle(t *testing.T) {
 	clk := newFakeClock()
-	h := newHarness(t, WithClock(clk.Now))
+	h := newHarness(t, withClock(clk.Now))
 	env := h.ok("CreateImmediateReservation", createBody("lock-test", "", 30))
 	if !strings.Contains(string(env.raw), `xsi:type="CreateReservationResponseInfo"`) {
 		t.Errorf("type: %s", env.raw)
@@ -198,7 +198,7 @@ func TestSandboxData(t *testing.T) {
 
 func TestResourcesAndConnectors(t *testing.T) {
 	h := newHarness(t, WithResource("SW-1", "Switch", "L2 Switch"), WithResource("SW-2", "Switch", "L2 Switch"))
-	h.s.AddKnownResource("SRV-1", "Server", "Generic Server")
+	h.s.addKnownResource("SRV-1", "Server", "Generic Server")
 	id := h.s.CreateReservation("r", "")
 	add := func(paths ...string) string {
 		return el("AddResourcesToReservation", tx("reservationId", id), strList("resourcesFullPath", paths...), tx("shared", "false"))
@@ -273,7 +273,7 @@ func TestResourcesAndConnectors(t *testing.T) {
 
 func TestDetailsCache(t *testing.T) {
 	clk := newFakeClock()
-	h := newHarness(t, WithClock(clk.Now), WithCacheTTL(5*time.Second))
+	h := newHarness(t, withClock(clk.Now), WithCacheTTL(5*time.Second))
 	id := h.s.CreateReservation("r", "")
 	if n := len(services(h.details(id, false))); n != 0 {
 		t.Fatal(n)
@@ -303,7 +303,7 @@ func TestDetailsCache(t *testing.T) {
 		t.Fatal("default disableCache")
 	}
 
-	h0 := newHarness(t, WithClock(clk.Now), WithCacheTTL(0))
+	h0 := newHarness(t, withClock(clk.Now), WithCacheTTL(0))
 	id0 := h0.s.CreateReservation("r", "")
 	h0.details(id0, false)
 	h0.ok("AddServiceToReservation", addServiceBody(id0, "Mutex Service", "M"))
@@ -314,7 +314,7 @@ func TestDetailsCache(t *testing.T) {
 
 func TestServerTimeAndMessages(t *testing.T) {
 	clk := newFakeClock()
-	h := newHarness(t, WithClock(clk.Now))
+	h := newHarness(t, withClock(clk.Now))
 	env := h.ok("GetServerDateAndTime", "<GetServerDateAndTime />")
 	info := env.info()
 	if info.attr("type") != "ServerTimeInfo" {

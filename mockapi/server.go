@@ -50,7 +50,7 @@ func WithoutDefaultUser() Option { return func(c *config) { c.noDefaultUser = tr
 // times (a later model of the same name replaces an earlier one); without it the server
 // loads mutexpkg.DataModel. An invalid data model does not make New fail: Err reports it
 // and every API request answers Success="false" naming the problem, so a misconfigured
-// test fails loudly at its first call. Use ParseDataModel to validate up front.
+// test fails loudly at its first call. Check Err after New to fail earlier.
 func WithDataModel(xml []byte) Option {
 	return func(c *config) { c.dataModels = append(c.dataModels, xml) }
 }
@@ -59,8 +59,8 @@ func WithDataModel(xml []byte) Option {
 // disableCache=false read (default 5s, like the real server); 0 disables the cache.
 func WithCacheTTL(d time.Duration) Option { return func(c *config) { c.cacheTTL = d } }
 
-// WithClock replaces time.Now for reservation times, history and the details cache.
-func WithClock(now func() time.Time) Option { return func(c *config) { c.now = now } }
+// withClock replaces time.Now for reservation times, history and the details cache.
+func withClock(now func() time.Time) Option { return func(c *config) { c.now = now } }
 
 // WithSeed seeds the fault RNG and the reservation id generator.
 func WithSeed(seed int64) Option { return func(c *config) { c.seed = seed } }
@@ -80,7 +80,7 @@ func WithResource(fullPath, family, model string) Option {
 // every call applies atomically, so concurrent clients observe a linearizable server.
 type Server struct {
 	cfg      config
-	models   map[string]*Model
+	models   map[string]*serviceModel
 	modelErr error
 	faults   *Faults
 	admin    http.Handler
@@ -113,7 +113,7 @@ func New(opts ...Option) *Server {
 	}
 	s := &Server{
 		cfg:          cfg,
-		models:       map[string]*Model{},
+		models:       map[string]*serviceModel{},
 		faults:       newFaults(cfg.seed),
 		calls:        map[string]int{},
 		users:        map[string]*user{},
@@ -134,7 +134,7 @@ func New(opts ...Option) *Server {
 		dms = [][]byte{mutexpkg.DataModel}
 	}
 	for i, dm := range dms {
-		models, err := ParseDataModel(dm)
+		models, err := parseDataModel(dm)
 		if err != nil {
 			s.modelErr = fmt.Errorf("mockapi: data model #%d: %w", i+1, err)
 			break
@@ -157,12 +157,12 @@ func (s *Server) Err() error { return s.modelErr }
 // Faults returns the fault configuration, which may be changed at any time.
 func (s *Server) Faults() *Faults { return s.faults }
 
-// Models returns the loaded service models, sorted by name.
-func (s *Server) Models() []Model {
-	out := make([]Model, 0, len(s.models))
+// loadedModels returns the loaded service models, sorted by name.
+func (s *Server) loadedModels() []serviceModel {
+	out := make([]serviceModel, 0, len(s.models))
 	for _, m := range s.models {
 		mm := *m
-		mm.Attributes = append([]ModelAttribute(nil), m.Attributes...)
+		mm.Attributes = append([]modelAttribute(nil), m.Attributes...)
 		out = append(out, mm)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

@@ -75,7 +75,7 @@ type reservation struct {
 
 type service struct {
 	alias string
-	model *Model
+	model *serviceModel
 	attrs []attrValue // model order
 }
 
@@ -184,23 +184,11 @@ func (s *Server) newGUIDLocked() string {
 		hi>>32, (hi>>16)&0xffff, hi&0xffff, lo>>48, lo&0xffffffffffff)
 }
 
-// reservationLocked finds a reservation for reading.
+// reservationLocked finds a reservation, ended or not.
 func (s *Server) reservationLocked(id string) (*reservation, *apiError) {
 	r := s.reservations[id]
 	if r == nil {
 		return nil, failf("Reservation '%s' was not found", id)
-	}
-	return r, nil
-}
-
-// liveReservationLocked finds a reservation that may still be changed.
-func (s *Server) liveReservationLocked(id string) (*reservation, *apiError) {
-	r, err := s.reservationLocked(id)
-	if err != nil {
-		return nil, err
-	}
-	if r.ended {
-		return nil, failf("Reservation '%s' has ended", id)
 	}
 	return r, nil
 }
@@ -268,8 +256,8 @@ func (s *Server) Messages(reservationID string) []string {
 	return nil
 }
 
-// AddKnownResource adds a resource to the inventory AddResourcesToReservation accepts.
-func (s *Server) AddKnownResource(fullPath, family, model string) {
+// addKnownResource adds a resource to the inventory AddResourcesToReservation accepts.
+func (s *Server) addKnownResource(fullPath, family, model string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.addKnownLocked(fullPath, family, model)
