@@ -82,3 +82,36 @@ func ExampleMutex_Lock() {
 	// held by deploy-driver
 	// released
 }
+
+// WithObserver shows a driver's user that it is waiting, and for whom; WithSandboxMessages
+// tells the sandbox's end user the same in the reservation's Output window.
+func ExampleWithObserver() {
+	api, reservationID, stop := connect()
+	defer stop()
+	ctx := context.Background()
+
+	holder, err := mutex.New(api, reservationID, mutex.WithOwner("deploy-driver")).Lock(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	time.AfterFunc(500*time.Millisecond, func() { holder.Unlock(ctx) }) // wide: examples run on the real clock
+
+	reported := false
+	l, err := mutex.New(api, reservationID,
+		mutex.WithRetry(mutex.Jitter(10*time.Millisecond, 20*time.Millisecond)), // a real driver keeps the default 2–5 s
+		mutex.WithSandboxMessages(time.Minute),
+		mutex.WithObserver(func(ev mutex.WaitEvent) {
+			if !reported { // a status line would be redrawn on every event
+				fmt.Printf("waiting for %s (try %d)\n", ev.Holder.Name, ev.Tries)
+				reported = true
+			}
+		})).Lock(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Unlock(ctx)
+	fmt.Println("acquired")
+	// Output:
+	// waiting for deploy-driver (try 1)
+	// acquired
+}
