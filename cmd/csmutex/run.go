@@ -46,6 +46,8 @@ type runOptions struct {
 	killGrace   time.Duration
 	jitter      []mutex.Option
 	command     []string
+	// path is command[0] resolved (exec.LookPath), before any lock is requested.
+	path string
 }
 
 func runHelp(w io.Writer, fs *flag.FlagSet) {
@@ -55,11 +57,14 @@ Acquire the reservation's lock, run COMMAND while holding it, release it, and ex
 COMMAND's exit code. The lock is a "Mutex Service" with the lock name as its alias: the
 same lock the public Reservation-Mutex-Lock snippet takes, so both exclude each other.
 
-COMMAND inherits stdin, stdout, stderr and the environment, plus CSMUTEX_LOCK_HELD=1,
-CSMUTEX_RESERVATION_ID, CSMUTEX_LOCK_NAME and CSMUTEX_OWNER. SIGINT, SIGTERM and SIGHUP are
-forwarded to it (on Windows, Ctrl-C reaches it through the console). While it runs the
-lock's lease is renewed; if the lock is lost anyway, COMMAND gets SIGTERM, then SIGKILL
-after --kill-grace (on Windows it is killed at once), and csmutex exits 70.
+COMMAND is looked up in PATH first: if it cannot be found or executed, csmutex exits 127
+or 126 at once, without waiting for the lock. It inherits stdin, stdout, stderr and the
+environment, plus CSMUTEX_LOCK_HELD=1, CSMUTEX_RESERVATION_ID, CSMUTEX_LOCK_NAME and
+CSMUTEX_OWNER. SIGINT, SIGTERM and SIGHUP are forwarded to it (on Windows, Ctrl-C reaches
+it through the console). While it runs the lock's lease is renewed; if the lock is lost
+anyway, COMMAND gets SIGTERM, then SIGKILL (its whole process tree) after --kill-grace
+(on Windows its whole Job Object is terminated at once), and csmutex exits 70. If csmutex
+itself is killed, COMMAND's whole process tree is killed with it.
 
 `, runSynopsis)
 	printFlags(w, fs)
@@ -176,6 +181,19 @@ func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	// The mutex adds lock and reservation to its own messages; ours carry them too.
 	base := o.log.logger(stderr)
 	log := base.With().Str("reservation", o.reservation).Str("lock", o.name).Logger()
+
+	// A command that cannot run fails now, not after waiting for the lock (up to -w).
+	path, err := exec.LookPath(o.command[0])
+	if err != nil {
+		code := commandFailureCode(err)
+		what := "command cannot be executed"
+		if code == exitNotFound {
+			what = "command not found"
+		}
+		log.Error().Err(err).Msg(what + "; the lock was not requested")
+		return code
+	}
+	o.path = path
 
 	// Signals are ours from here on: before the command starts they abandon the wait,
 	// afterwards they are forwarded to it.
@@ -298,13 +316,20 @@ func release(lock *mutex.Lock, log zerolog.Logger) error {
 	return err
 }
 
+// commandFailureCode is the shell's code for a command that cannot run: 127 when it does
+// not exist, 126 otherwise (not executable, a directory, found only in "." through PATH).
+func commandFailureCode(err error) int {
+	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+		return exitNotFound
+	}
+	return exitCannotExec
+}
+
 // runLocked runs the command while lock is held and releases the lock afterwards.
 func runLocked(ctx context.Context, o *runOptions, log zerolog.Logger, lock *mutex.Lock, sigc <-chan os.Signal,
 	stdin io.Reader, stdout, stderr io.Writer) int {
 	owner := lock.Owner()
-	cmd := exec.Command(o.command[0], o.command[1:]...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
-	cmd.Env = append(os.Environ(),
+	env := append(os.Environ(),
 		"CSMUTEX_LOCK_HELD=1",
 		"CSMUTEX_RESERVATION_ID="+o.reservation,
 		"CSMUTEX_LOCK_NAME="+o.name,
@@ -313,38 +338,37 @@ func runLocked(ctx context.Context, o *runOptions, log zerolog.Logger, lock *mut
 	// An interactive command stays in our process group so that it keeps the terminal;
 	// otherwise it gets its own group, so that signals reach its whole process tree
 	// (a shell script's children too) and nothing it leaves behind outlives a lost lock.
+	// Either way it dies with its whole tree if csmutex dies (run_unix.go, run_windows.go).
 	group := !isTerminal(stdin)
-	cmd.SysProcAttr = sysProcAttr(group)
 	// If the command exits but a grandchild keeps our stdout/stderr pipes open (only when
 	// they are not files), stop waiting for them after this long.
-	cmd.WaitDelay = 2 * time.Second
+	const waitDelay = 2 * time.Second
 
-	if err := cmd.Start(); err != nil {
-		code := exitCannotExec
-		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
-			code = exitNotFound
-		}
+	c, err := startChild(o.path, o.command, env, stdin, stdout, stderr, group, waitDelay)
+	if err != nil {
 		log.Error().Err(err).Msg("cannot run the command")
 		release(lock, log)
-		return code
+		return commandFailureCode(err)
 	}
-	log.Debug().Int("pid", cmd.Process.Pid).Str("owner", owner.String()).Msg("command started")
+	defer c.close()
+	c.logStart(log.Debug()).Str("owner", owner.String()).Msg("command started")
 
 	waitc := make(chan error, 1)
-	go func() { waitc <- cmd.Wait() }()
+	go func() { waitc <- c.wait() }()
 
 	var (
 		lostErr error
 		grace   <-chan time.Time
+		killed  bool
 		lostc   = lock.Done()
 		ctxDone = ctx.Done()
 		waitErr error
 	)
 	terminate := func() {
-		if err := terminateChild(cmd.Process, group); err != nil {
+		if err := c.terminate(); err != nil {
 			log.Debug().Err(err).Msg("terminating the command")
 		}
-		if grace == nil {
+		if grace == nil && !killed {
 			grace = time.After(o.killGrace)
 		}
 	}
@@ -353,7 +377,7 @@ wait:
 		select {
 		case s := <-sigc:
 			log.Debug().Str("signal", s.String()).Msg("forwarding signal to the command")
-			if err := signalChild(cmd.Process, s, group); err != nil {
+			if err := c.signal(s); err != nil {
 				log.Debug().Err(err).Msg("forwarding signal")
 			}
 		case <-ctxDone:
@@ -367,9 +391,19 @@ wait:
 				Msg("lock lost while the command ran; terminating the command: it is no longer protected")
 			terminate()
 		case <-grace:
+			if !killed {
+				killed = true
+				log.Warn().Msg("the command is still running after --kill-grace; killing it and its whole process tree")
+				if err := c.kill(); err != nil {
+					log.Debug().Err(err).Msg("killing the command")
+				}
+				// The kill is the guardian's (Unix); should that not end it, kill directly.
+				grace = time.After(o.killGrace)
+				continue
+			}
 			grace = nil
-			log.Warn().Msg("the command is still running after --kill-grace; killing it")
-			if err := killChild(cmd.Process, group); err != nil {
+			log.Warn().Msg("the command's tree is still running after being killed; killing its process group directly")
+			if err := c.forceKill(); err != nil {
 				log.Debug().Err(err).Msg("killing the command")
 			}
 		case waitErr = <-waitc:
@@ -377,7 +411,7 @@ wait:
 		}
 	}
 
-	code := exitStatus(cmd.ProcessState)
+	code := c.exitStatus()
 	if code < 0 { // no process state: Wait failed oddly
 		log.Error().Err(waitErr).Msg("waiting for the command")
 		code = exitLockLost
@@ -397,9 +431,7 @@ wait:
 		_ = lock.Unlock(context.Background()) // stops renewals; removes nothing
 	}
 	if lostErr != nil {
-		if group {
-			_ = killChild(cmd.Process, group) // whatever the command left running in its group
-		}
+		c.cleanup() // whatever the command left running in its group (job on Windows)
 		log.Error().Int("command_exit_code", code).
 			Msgf("lock %q in reservation %s was lost while the command ran (%v); exiting %d", o.name, o.reservation, lostErr, exitLockLost)
 		return exitLockLost

@@ -89,7 +89,8 @@ List every lock in the reservation: its name, owner label, host, pid, token, how
 has been held (as the holder reported at its last heartbeat), its lease and lease state;
 whether a csmutex or a legacy (Python snippet) driver took it; and, for a break lock, which
 lock is being broken.
-Prints "no locks" (or [] with --json) when there are none; that is not an error.
+Prints "no locks" (or [] with --json) when there are none; that is not an error. An
+unknown or ended reservation is one (exit 65), as for run.
 
 `, statusSynopsis)
 		printFlags(w, fs)
@@ -122,8 +123,15 @@ Prints "no locks" (or [] with --json) when there are none; that is not an error.
 	states, err := mutex.Inspect(ctx, client, resID, mutex.WithLogger(log))
 	if err != nil {
 		if states == nil {
-			log.Error().Err(err).Msg("cannot read the reservation's locks")
-			return exitCodeFor(err)
+			// Classified as run classifies it: an unknown or ended reservation is a bad
+			// reservation (65), as when run tries to lock it.
+			code := exitCodeFor(err)
+			msg := "cannot read the reservation's locks"
+			if code == exitDataErr {
+				msg = "cannot list the locks: bad reservation (unknown or ended) or CloudShell setup"
+			}
+			log.Error().Err(err).Msg(msg)
+			return code
 		}
 		log.Warn().Err(err).Msg("could not read the heartbeats; showing the locks without them")
 	}

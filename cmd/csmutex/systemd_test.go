@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -74,7 +75,8 @@ func TestSystemdUnit(t *testing.T) {
 	}
 
 	argv := strings.Fields(u.one(t, "Service", "ExecStart"))
-	if len(argv) < 2 || !filepath.IsAbs(argv[0]) || filepath.Base(argv[0]) != "csmutex" || argv[1] != "serve" {
+	// The unit's paths are Linux paths whatever OS runs the test: path, not filepath.
+	if len(argv) < 2 || !path.IsAbs(argv[0]) || path.Base(argv[0]) != "csmutex" || argv[1] != "serve" {
 		t.Fatalf("ExecStart %q: want /abs/path/csmutex serve ...", argv)
 	}
 	flags := argv[2:]

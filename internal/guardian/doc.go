@@ -11,6 +11,8 @@
 //
 //	csmutex ──lifeline pipe──▶ guardian (process group leader) ──▶ command ──▶ …
 //
+// How:
+//
 //   - Parent death is seen through a pipe, the lifeline: csmutex holds its only write end,
 //     the guardian reads the other. When csmutex dies the kernel closes the write end and
 //     the read returns EOF at once, on every Unix, with no polling and without the pitfalls

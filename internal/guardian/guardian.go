@@ -30,10 +30,10 @@ type Config struct {
 	Path string
 	Args []string
 	// Env is the command's environment (nil: this process's).
-	Env                    []string
-	Stdin                  io.Reader
-	Stdout, Stderr         io.Writer
-	WaitDelay              time.Duration
+	Env            []string
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	WaitDelay      time.Duration
 	// Group gives the guardian and the command a process group of their own, led by the
 	// guardian. Without it (an interactive command that must keep the terminal) they stay
 	// in the caller's group, and signals go to the guardian, which forwards them.
@@ -74,6 +74,9 @@ func Start(c Config) (*Process, error) {
 		mode = "group"
 	}
 	cmd := exec.Command(self, append([]string{Arg, mode, c.Path}, c.Args...)...)
+	if exe, err := os.Executable(); err == nil && c.Self == "" {
+		cmd.Args[0] = exe // what ps shows, rather than /proc/self/exe
+	}
 	cmd.Env, cmd.Stdin, cmd.Stdout, cmd.Stderr, cmd.WaitDelay = c.Env, c.Stdin, c.Stdout, c.Stderr, c.WaitDelay
 	cmd.ExtraFiles = []*os.File{r}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: c.Group}
@@ -125,10 +128,18 @@ func (p *Process) KillGroup() error {
 }
 
 // Wait waits for the guardian to exit, which it does when the command exits or, after
-// Kill or the parent's death, when the tree is dead.
+// Kill or the parent's death, when the tree is dead. A guardian that was itself killed
+// (SIGKILL, the OOM killer) left the command's tree unguarded: Wait SIGKILLs its group.
+// (With a Stdout or Stderr other than an *os.File, Wait first waits for the copying, as
+// exec.Cmd.Wait does, up to Config.WaitDelay.)
 func (p *Process) Wait() error {
 	err := p.Cmd.Wait()
 	p.Kill() // nothing left to guard; releases the descriptor
+	if ps := p.Cmd.ProcessState; p.group && ps != nil {
+		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			syscall.Kill(-p.Cmd.Process.Pid, syscall.SIGKILL)
+		}
+	}
 	return err
 }
 
