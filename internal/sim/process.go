@@ -164,7 +164,7 @@ func (p *Process) do(ctx context.Context, req request, apply func(c *callState) 
 	// Two goroutines of one process that call at the same instant (a new holder's
 	// background cleanup and its first renewal, say) are sent a few nanoseconds apart, in an
 	// order set by what they send, so that the trace does not depend on the scheduler.
-	time.Sleep(time.Duration(1 + mix(hashString(req.shape()))%997))
+	time.Sleep(time.Duration(1 + mix(hashString(req.shape())^mix(uint64(p.index)))%997))
 	decided := time.Now()
 	key := hashString(method) ^ uint64(decided.UnixNano())
 	if err := p.hold(key); err != nil {
@@ -252,7 +252,7 @@ func (p *Process) do(ctx context.Context, req request, apply func(c *callState) 
 	}
 	// Answers that reach one process at the same instant (two calls that share a deadline)
 	// are taken in an order set by their shape too.
-	time.Sleep(time.Duration(1 + mix(hashString(req.shape())+1)%997))
+	time.Sleep(time.Duration(1 + mix(hashString(req.shape())^mix(uint64(p.index))^uint64(now.UnixNano()))%997))
 	if err := p.hold(key + 1); err != nil {
 		c.abandon()
 		return nil, err

@@ -249,13 +249,14 @@ func (w *World) criticalSection(ctx context.Context, p *Process, id string, hold
 		token = l.Owner().Token
 	}
 	w.check.csStart(p, id, legacy, token)
-	stop := context.AfterFunc(ctx, func() {
+	// Every wait below ends when ctx does, so the section returns at the instant its lock is
+	// declared lost; reporting it here, in this goroutine, keeps the trace's order fixed.
+	defer func() {
 		if errors.Is(context.Cause(ctx), mutex.ErrLost) {
 			w.trace(p, "%s: told the lock was lost: %v", id, context.Cause(ctx))
 			w.check.lost(p, id)
 		}
-	})
-	defer stop()
+	}()
 	writes := 1 + int(hold%2)
 	for range writes {
 		if ctx.Err() != nil {
