@@ -95,7 +95,9 @@ func ForceRelease(ctx context.Context, api API, reservationID string, opts ...Op
 		return Owner{}, fmt.Errorf("%w: reservation %s has no lock named %q", ErrNotHeld, reservationID, m.cfg.name)
 	}
 	if err := api.RemoveServicesFromReservation(ctx, reservationID, []string{m.cfg.name}); err != nil {
-		return holder, fmt.Errorf("mutex: force-releasing lock %q: %w", m.cfg.name, err)
+		// Classified like every other failure: an ended reservation is Invalid (exit 65),
+		// CloudShell trouble Unavailable (69).
+		return holder, m.callFailure(ctx, fmt.Errorf("force-releasing lock %q: %w", m.cfg.name, err))
 	}
 	m.cfg.log.Warn().Str("lock", m.cfg.name).Str("reservation", reservationID).Str("holder", holder.String()).
 		Str("broken_by", m.newOwner().Name).Msg("lock force-released")

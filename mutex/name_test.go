@@ -7,6 +7,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/csmutex/csmutex/cloudshell"
 	"github.com/csmutex/csmutex/mutex"
 )
 
@@ -54,4 +55,24 @@ func FuzzValidateName(f *testing.F) {
 			t.Fatalf("ValidateName(%q) = %v: not classed Invalid", name, err)
 		}
 	})
+}
+
+// ForceRelease classifies its failures like Lock does: a removal CloudShell refuses is Invalid
+// (csmutex release exits 65), not an unclassified error (which exited 69).
+func TestForceReleaseClassifiesRefusals(t *testing.T) {
+	api := newFakeAPI()
+	ctx := context.Background()
+	if _, err := mutex.New(api, "R").Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	api.setBefore(func(_ context.Context, method string) error {
+		if method == "RemoveServicesFromReservation" {
+			return &cloudshell.APIError{Code: 100, Message: "Reservation 'R' has ended"}
+		}
+		return nil
+	})
+	_, err := mutex.ForceRelease(ctx, api, "R")
+	if mutex.ClassOf(err) != mutex.ClassInvalid || !strings.Contains(err.Error(), "has ended") {
+		t.Fatalf("ForceRelease on a refused removal = %v (class %s), want class Invalid naming the cause", err, mutex.ClassOf(err))
+	}
 }
