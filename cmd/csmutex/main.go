@@ -54,6 +54,8 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		return runCmd(ctx, rest, stdin, stdout, stderr)
 	case "serve":
 		return serveCmd(ctx, rest, stdout, stderr)
+	case "service":
+		return serviceCmd(ctx, rest, stdout, stderr)
 	case "status":
 		return statusCmd(ctx, rest, stdout, stderr)
 	case "release":
@@ -84,6 +86,7 @@ Usage:
   csmutex status -r ID [--json] [--name NAME]      list the locks in a reservation
   csmutex release -r ID [--name NAME] --force      break a lock, whoever holds it
   csmutex serve [flags]                            run the lock sidecar
+  csmutex service install|uninstall|start|stop     Windows: run the sidecar as a service
   csmutex version                                  print version, commit, Go version, os/arch
   csmutex help [COMMAND]                           show help (also COMMAND --help)
 
