@@ -145,11 +145,21 @@ type proc struct {
 
 func (m *mockProc) start(t *testing.T, args ...string) *proc {
 	t.Helper()
+	return m.startWith(t, nil, args...)
+}
+
+// startWith starts csmutex against the mock; setup may adjust the command first (stdin, a
+// process group of its own). The process is reaped in the background and killed at the end.
+func (m *mockProc) startWith(t *testing.T, setup func(*exec.Cmd), args ...string) *proc {
+	t.Helper()
 	p := &proc{cmd: exec.Command(csmutexBin, args...), done: make(chan struct{})}
 	p.cmd.Env = m.env()
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	// A command orphaned by a killed csmutex keeps our output pipes open; don't wait for it.
 	p.cmd.WaitDelay = time.Second
+	if setup != nil {
+		setup(p.cmd)
+	}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -46,21 +46,11 @@ func TestProcessTreeDiesWithCsmutexInteractive(t *testing.T) {
 	ready := filepath.Join(t.TempDir(), "ready")
 	script, sleeps := treeScript(t, ready)
 
-	p := &proc{cmd: exec.Command(csmutexBin, "run", "--owner", "tree-tty", "--", "sh", "-c", script), done: make(chan struct{})}
-	p.cmd.Env = m.env()
-	p.cmd.Stdin, p.cmd.Stdout, p.cmd.Stderr = tty, &p.stdout, &p.stderr
-	// csmutex in a group of its own, as a shell runs a job: the test's group stays out of it.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	p.cmd.WaitDelay = time.Second
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.cmd.Wait()
-		p.code = p.cmd.ProcessState.ExitCode()
-		close(p.done)
-	}()
-	t.Cleanup(func() { p.cmd.Process.Kill(); <-p.done })
+	p := m.startWith(t, func(cmd *exec.Cmd) {
+		cmd.Stdin = tty
+		// csmutex in a group of its own, as a shell runs a job: the test's group stays out of it.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	}, "run", "--owner", "tree-tty", "--", "sh", "-c", script)
 
 	sh, _ := strconv.Atoi(strings.TrimSpace(waitFile(t, ready, p)))
 	tree := waitForTree(t, p.cmd.Process.Pid, sleeps)

@@ -186,15 +186,7 @@ func TestGuardHostRules(t *testing.T) {
 // A unix socket cannot be reached by a browser: any Host is fine there.
 func TestGuardHostIgnoredOnUnixSocket(t *testing.T) {
 	e := newEnv(t)
-	path := filepath.Join(t.TempDir(), "s.sock")
-	ln, err := Listen("unix:"+path, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go e.s.Serve(ln)
-	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", path)
-	}}}
+	c := serveUnix(t, e)
 	r := sendTo(t, c, "http://sidecar", rawReq{method: "POST", path: "/v1/acquire", body: e.acquireBody("unix"), host: "anything.example"})
 	if r.status != http.StatusOK || e.lockOwner("MUTEX") != "unix" {
 		t.Fatalf("over a unix socket: %d %s", r.status, r.body)

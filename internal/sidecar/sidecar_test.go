@@ -773,17 +773,23 @@ func TestServeUnixSocket(t *testing.T) {
 	}
 }
 
-func TestServeOverUnixSocket(t *testing.T) {
-	e := newEnv(t)
+// serveUnix serves e on a fresh unix socket and returns a client for it.
+func serveUnix(t *testing.T, e *testEnv) *http.Client {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "s.sock")
 	ln, err := Listen("unix:"+path, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	go e.s.Serve(ln)
-	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", path)
 	}}}
+}
+
+func TestServeOverUnixSocket(t *testing.T) {
+	e := newEnv(t)
+	c := serveUnix(t, e)
 	raw, _ := json.Marshal(map[string]any{"reservation_id": e.resID, "mode": "token"})
 	resp, err := c.Post("http://sidecar/v1/acquire", "application/json", bytes.NewReader(raw))
 	if err != nil {
