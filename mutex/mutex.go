@@ -202,7 +202,8 @@ func (m *Mutex) newOwner() Owner {
 	if name == "" {
 		name = fmt.Sprintf("%s:%d", m.cfg.host, m.cfg.pid)
 	}
-	return Owner{Name: name, Host: m.cfg.host, PID: m.cfg.pid, Token: newToken(), Lease: m.cfg.lease}
+	return Owner{Name: name, Host: m.cfg.host, PID: m.cfg.pid, Token: newToken(), Lease: m.cfg.lease,
+		Since: m.cfg.clock.Now().UTC().Truncate(time.Millisecond)}
 }
 
 // confirm reads the lock back after a successful add. The add alone is the lock (CloudShell

@@ -15,6 +15,10 @@ import (
 // The version lets a future format coexist with this one.
 const recordPrefix = "csmutex/1"
 
+// sinceLayout is the "since" field's format: UTC to the millisecond, short enough that the
+// record stays readable in the CloudShell UI.
+const sinceLayout = "2006-01-02T15:04:05.000Z"
+
 // Owner describes who holds a lock, as read from its "Mutex Owner" record.
 type Owner struct {
 	// Name is the owner's label: WithOwner, or host:pid by default.
@@ -26,6 +30,11 @@ type Owner struct {
 	// Lease is how long the holder may go without a heartbeat before waiters may break it.
 	// Zero means the holder never expires (it is only released or force-released).
 	Lease time.Duration
+	// Since is when the holder sent the add that took the lock, by the holder's own clock
+	// (so it is only as right as that clock). It is for people (status, logs), never for
+	// deciding staleness, which uses only the observer's clock. Zero when the record has
+	// none: legacy holders, and csmutex before the field existed.
+	Since time.Time
 	// Legacy is true for a record csmutex did not write (the public Python snippet, or a
 	// service added by hand). Raw holds it verbatim.
 	Legacy bool
@@ -65,6 +74,9 @@ func (o Owner) record() string {
 	field("pid", strconv.Itoa(o.PID))
 	field("token", o.Token)
 	field("lease", o.Lease.String())
+	if !o.Since.IsZero() {
+		field("since", o.Since.UTC().Format(sinceLayout))
+	}
 	return b.String()
 }
 
@@ -96,6 +108,12 @@ func parseOwner(raw string) Owner {
 			o.PID, _ = strconv.Atoi(v)
 		case "token":
 			o.Token = v
+		case "since":
+			// Informational: an unreadable time is dropped, not a reason to call the
+			// record damaged.
+			if t, err := time.Parse(sinceLayout, v); err == nil {
+				o.Since = t
+			}
 		case "lease":
 			if o.Lease, err = time.ParseDuration(v); err != nil || o.Lease < 0 {
 				return legacy

@@ -21,6 +21,25 @@ func TestOwnerRecordRoundTrip(t *testing.T) {
 	}
 }
 
+// The acquisition time travels in the record, so status can say how long any csmutex lock
+// has been held; a record without it, or with a damaged one, still parses.
+func TestOwnerRecordSince(t *testing.T) {
+	since := time.Date(2026, 11, 26, 6, 40, 1, 234e6, time.UTC)
+	o := mutex.Owner{Name: "d", Host: "h", PID: 1, Token: "ab", Lease: time.Minute, Since: since}
+	raw := o.Record()
+	if !strings.Contains(raw, " since=2026-11-26T06%3A40%3A01.234Z") {
+		t.Fatalf("record %q lacks the since field", raw)
+	}
+	if got := mutex.ParseOwner(raw); !got.Since.Equal(since) || got.Legacy {
+		t.Fatalf("since did not round-trip: %+v", got)
+	}
+	for _, damaged := range []string{"csmutex/1 token=ab since=yesterday", "csmutex/1 token=ab"} {
+		if got := mutex.ParseOwner(damaged); got.Legacy || got.Token != "ab" || !got.Since.IsZero() {
+			t.Errorf("%q: got %+v, want a csmutex record without since", damaged, got)
+		}
+	}
+}
+
 func TestLegacyRecords(t *testing.T) {
 	for _, raw := range []string{
 		"",                  // public snippet, latest version
