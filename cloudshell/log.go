@@ -11,7 +11,7 @@ func (c *Client) logCall(cl *call, d time.Duration, err error) {
 	if !ev.Enabled() {
 		return
 	}
-	ev = ev.Str("method", cl.method).Dur("duration", d).Int("attempts", cl.attempts)
+	ev = ev.Str("method", cl.method).Dur("duration_ms", d).Int("attempts", cl.attempts)
 	if cl.status != 0 {
 		ev = ev.Int("status", cl.status)
 	}

@@ -274,7 +274,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 			Str("client", auth.machine).
 			Str("outcome", outcome).
 			Int("status", status).
-			Dur("duration", time.Since(start)).
+			Dur("duration_ms", time.Since(start)).
 			Msg("request")
 	}
 	if r.Method != http.MethodPost {

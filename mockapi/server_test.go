@@ -238,7 +238,7 @@ func TestRequestLogHasNoSecrets(t *testing.T) {
 			t.Errorf("log contains %q:\n%s", secret, out)
 		}
 	}
-	for _, want := range []string{`"method":"Logon"`, `"client":"test-host:8029"`, `"outcome":"failed"`, `"outcome":"ok"`, `"duration"`} {
+	for _, want := range []string{`"method":"Logon"`, `"client":"test-host:8029"`, `"outcome":"failed"`, `"outcome":"ok"`, `"duration_ms"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %s:\n%s", want, out)
 		}

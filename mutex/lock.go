@@ -257,7 +257,7 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	}
 	l.finish(errReleased)
 	m.cfg.log.Info().Str("lock", m.cfg.name).Str("reservation", m.resID).Str("owner", l.owner.String()).
-		Dur("held", m.cfg.clock.Now().Sub(l.start)).Msg("lock released")
+		Dur("held_ms", m.cfg.clock.Now().Sub(l.start)).Msg("lock released")
 	return nil
 }
 

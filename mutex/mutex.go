@@ -95,7 +95,7 @@ func (m *Mutex) acquire(parent context.Context, wait bool) (*Lock, error) {
 		if out.lock != nil {
 			prog.acquired(ctx)
 			m.cfg.log.Info().Str("lock", m.cfg.name).Str("reservation", m.resID).Str("owner", out.lock.owner.String()).
-				Int("tries", tries).Dur("waited", m.cfg.clock.Now().Sub(start)).Msg("lock acquired")
+				Int("tries", tries).Dur("waited_ms", m.cfg.clock.Now().Sub(start)).Msg("lock acquired")
 			return out.lock, nil
 		}
 		if ctx.Err() != nil {
@@ -255,7 +255,7 @@ func (m *Mutex) confirm(ctx context.Context, w *waiter, me Owner, sent time.Time
 func (m *Mutex) handOver(w *waiter, me Owner, sent time.Time) outcome {
 	if !m.withinLease(sent) {
 		w.abandoned[me.Token] = true
-		m.cfg.log.Warn().Str("lock", m.cfg.name).Dur("after", m.cfg.clock.Now().Sub(sent)).
+		m.cfg.log.Warn().Str("lock", m.cfg.name).Dur("after_ms", m.cfg.clock.Now().Sub(sent)).
 			Msg("the add that took the lock was answered too late to use it; leaving it to expire")
 		return outcome{holder: me}
 	}

@@ -238,7 +238,7 @@ func (w *waiter) breakLock(ctx context.Context, alias string, stale Owner, depth
 	}
 	if !freed {
 		m.cfg.log.Warn().Str("lock", alias).Str("reservation", m.resID).Str("stale_holder", stale.String()).
-			Str("broken_by", me.String()).Dur("unchanged_for", m.cfg.clock.Now().Sub(w.seen[alias].since)).Msg("broke a stale lock")
+			Str("broken_by", me.String()).Dur("unchanged_for_ms", m.cfg.clock.Now().Sub(w.seen[alias].since)).Msg("broke a stale lock")
 	}
 	delete(w.seen, alias)
 	return true
