@@ -16,6 +16,9 @@ type Lock struct {
 	m     *Mutex
 	owner Owner
 	start time.Time
+	// A cohort member's lock (WithCohort) is a view of the cohort's CloudShell lock, global.
+	cohort *cohort
+	global *Lock
 
 	stop     chan struct{} // closed by Unlock to end renewals
 	renewing sync.WaitGroup
@@ -206,6 +209,9 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	l.unlocked = true
 	lost := l.err
 	l.mu.Unlock()
+	if l.cohort != nil {
+		return l.cohort.unlock(ctx, l)
+	}
 	// Renewals stop; one already in flight is not waited for: it is bounded by the loss
 	// point, writes only our own heartbeat key, and can no longer declare a loss.
 	close(l.stop)

@@ -21,10 +21,11 @@ import (
 // A Mutex is safe for concurrent use; each Lock or TryLock is a separate acquisition with
 // its own owner token, so two goroutines never share ownership.
 type Mutex struct {
-	api   API
-	resID string
-	cfg   config
-	err   error
+	api    API
+	resID  string
+	cfg    config
+	err    error
+	cohort *cohort // WithCohort
 }
 
 // New returns a Mutex for the reservation. Configuration errors are reported by Lock and
@@ -45,6 +46,9 @@ func New(api API, reservationID string, opts ...Option) *Mutex {
 	if m.err != nil {
 		m.err = &classError{sentinel: ErrInvalid, err: m.err}
 	}
+	if m.cfg.cohort != nil {
+		m.cohort = &cohort{m: m, bound: *m.cfg.cohort}
+	}
 	return m
 }
 
@@ -54,12 +58,21 @@ func (m *Mutex) Name() string { return m.cfg.name }
 // Lock acquires the lock, waiting while someone else holds it or CloudShell is failing,
 // until ctx is done or the wait limit passes (a *TimeoutError naming the holder). It never
 // returns without the lock and without an error. Permanent failures return at once.
-func (m *Mutex) Lock(ctx context.Context) (*Lock, error) { return m.acquire(ctx, true) }
+func (m *Mutex) Lock(ctx context.Context) (*Lock, error) { return m.lock(ctx, true) }
 
 // TryLock makes one attempt. If someone else holds the lock it returns a *LockedError
 // (errors.Is(err, ErrLocked)) naming the holder. It never breaks a stale lock: staleness
 // can only be judged by watching a holder over a lease.
-func (m *Mutex) TryLock(ctx context.Context) (*Lock, error) { return m.acquire(ctx, false) }
+//
+// In a cohort (WithCohort), TryLock fails at once while another member holds the lock.
+func (m *Mutex) TryLock(ctx context.Context) (*Lock, error) { return m.lock(ctx, false) }
+
+func (m *Mutex) lock(ctx context.Context, wait bool) (*Lock, error) {
+	if m.err == nil && m.cohort != nil {
+		return m.cohort.acquire(ctx, wait)
+	}
+	return m.acquire(ctx, wait)
+}
 
 // maxImmediateRetries bounds back-to-back attempts without waiting. Retrying at once when the
 // lock was just freed wins races against polling waiters, but a lock that keeps vanishing and

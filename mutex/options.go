@@ -7,6 +7,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/sethvargo/go-retry"
+
+	"github.com/csmutex/csmutex/mutexpkg"
 )
 
 // Defaults, each with its reason.
@@ -14,10 +16,12 @@ const (
 	// DefaultName is the alias of the lock service: the public snippet's default, so that
 	// csmutex and existing Python drivers exclude each other out of the box.
 	DefaultName = "MUTEX"
-	// DefaultServiceModel is the model the public package defines.
-	DefaultServiceModel = "Mutex Service"
-	// OwnerAttribute holds the owner record on the lock service.
-	OwnerAttribute = "Mutex Owner"
+	// DefaultServiceModel is the model the public package defines. It is taken from the
+	// package csmutex ships, so the model drivers add is the one customers import.
+	DefaultServiceModel = mutexpkg.ModelName
+	// OwnerAttribute holds the owner record on the lock service; like the model, it comes
+	// from the shipped package's data model.
+	OwnerAttribute = mutexpkg.OwnerAttrName
 	// DefaultLease: long enough that a holder survives a CloudShell hiccup of tens of
 	// seconds (and that its 10 s loss margin covers a slow request), short enough that a
 	// crashed driver blocks its reservation for one to two minutes: a waiter watches the
@@ -48,6 +52,7 @@ type config struct {
 	log            zerolog.Logger
 	observer       func(WaitEvent)
 	messageEvery   time.Duration
+	cohort         *CohortBound
 	host           string
 	pid            int
 }
@@ -88,6 +93,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("mutex: clock must not be nil")
 	case c.messageEvery < 0:
 		return fmt.Errorf("mutex: sandbox message interval must not be negative, got %s", c.messageEvery)
+	case c.cohort != nil:
+		return c.cohort.validate()
 	}
 	return nil
 }

@@ -17,8 +17,13 @@ import (
 // wraps cloudshell.ErrAmbiguous, as the client's do), that write may still be on its way to
 // the server; With keeps the lock until it can no longer land (LossMargin of the lease)
 // before releasing, so it cannot land inside the next holder's critical section.
-func With(ctx context.Context, api API, reservationID string, fn func(ctx context.Context) error, opts ...Option) (err error) {
-	m := New(api, reservationID, opts...)
+func With(ctx context.Context, api API, reservationID string, fn func(ctx context.Context) error, opts ...Option) error {
+	return New(api, reservationID, opts...).With(ctx, fn)
+}
+
+// With is the package's With on this Mutex: drivers that share one Mutex (a cohort,
+// WithCohort) use it from each goroutine.
+func (m *Mutex) With(ctx context.Context, fn func(ctx context.Context) error) (err error) {
 	l, err := m.Lock(ctx)
 	if err != nil {
 		return err

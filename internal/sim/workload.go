@@ -192,17 +192,44 @@ func (w *World) runCsmutex(p *Process, spec ProcSpec, extra []mutex.Option) {
 		mutex.WithLease(p.lease), mutex.WithRetry(g.backoff(p.lease/20, p.lease/8)), mutex.WithClock(p),
 		mutex.WithOwner(p.name), mutex.WithWaitLimit(0),
 	}, extra...)
+	if spec.Members > 1 {
+		w.runCohort(p, spec, opts)
+		return
+	}
+	w.runRounds(p, spec, p.name, g, func(ctx context.Context, fn func(context.Context) error) error {
+		return mutex.With(ctx, p, ReservationID, fn, opts...)
+	})
+}
+
+// runCohort runs the members of a cohort process: goroutines sharing one Mutex, each with
+// its own random stream so that their draws do not depend on scheduling.
+func (w *World) runCohort(p *Process, spec ProcSpec, opts []mutex.Option) {
+	m := mutex.New(p, ReservationID, append(opts, mutex.WithCohort(spec.Cohort))...)
+	var wg sync.WaitGroup
+	for i := range spec.Members {
+		g := &rng{r: rand.New(rand.NewPCG(w.seed^0xc0402, mix(uint64(p.index)*64+uint64(i)+1)))}
+		wg.Go(func() {
+			<-p.After(g.between(0, p.lease/4))
+			w.runRounds(p, spec, fmt.Sprintf("%s.m%d", p.name, i+1), g, m.With)
+		})
+	}
+	wg.Wait()
+}
+
+// runRounds runs one party's critical sections through with (mutex.With, or a cohort
+// member's Mutex.With).
+func (w *World) runRounds(p *Process, spec ProcSpec, name string, g *rng, with func(context.Context, func(context.Context) error) error) {
 	for round := range spec.Rounds {
-		id := fmt.Sprintf("%s/%d", p.name, round+1)
+		id := fmt.Sprintf("%s/%d", name, round+1)
 		hold := g.between(0, spec.Hold)
-		ctx, cancel := context.WithTimeout(w.ctx, 30*p.lease)
+		ctx, cancel := context.WithTimeout(w.ctx, time.Duration(30*max(1, spec.Members))*p.lease)
 		runs := 0
 		var fnErr error
-		err := mutex.With(ctx, p, ReservationID, func(ctx context.Context) error {
+		err := with(ctx, func(ctx context.Context) error {
 			runs++
 			fnErr = w.criticalSection(ctx, p, id, hold, false)
 			return fnErr
-		}, opts...)
+		})
 		cancel()
 		w.trace(p, "%s: With returned %v", id, err)
 		w.check.withDone(p, id, runs, fnErr, err)

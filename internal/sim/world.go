@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/csmutex/csmutex/mutex"
 )
 
 // ReservationID is the one reservation every simulated process locks.
@@ -26,6 +28,10 @@ type ProcSpec struct {
 	Partitions  []window
 	CrashAt     time.Duration // since the start; 0: never
 	StartAt     time.Duration
+	// Members > 1 makes the process a cohort (mutex.WithCohort): that many goroutines share
+	// one Mutex, each running Rounds critical sections, passing the lock within Cohort.
+	Members int
+	Cohort  mutex.CohortBound
 }
 
 // Scenario is everything one seed decides.
@@ -60,6 +66,9 @@ func (sc Scenario) String() string {
 		}
 		if p.CrashAt > 0 {
 			fmt.Fprintf(&b, " crash=%s", p.CrashAt)
+		}
+		if p.Members > 1 {
+			fmt.Fprintf(&b, " cohort=%d passes<=%d hold<=%s", p.Members, p.Cohort.Passes, p.Cohort.Hold)
 		}
 	}
 	return b.String()
@@ -141,6 +150,17 @@ func NewScenario(seed uint64) Scenario {
 				StartAt: time.Duration(r.Int64N(int64(legacyLease))),
 			})
 		}
+	}
+	// Cohorts are drawn from a stream of their own, so that every other choice of a seed
+	// stays what it was before cohorts existed.
+	rc := rand.New(rand.NewPCG(seed^0xc0402, mix(seed+7)))
+	for i := range sc.Procs {
+		p := &sc.Procs[i]
+		if p.Legacy || rc.Float64() >= 0.35 {
+			continue
+		}
+		p.Members = 2 + rc.IntN(3)
+		p.Cohort = mutex.CohortBound{Passes: 1 + rc.IntN(4), Hold: []time.Duration{0, p.Lease / 2, 2 * p.Lease}[rc.IntN(3)]}
 	}
 	return sc
 }
