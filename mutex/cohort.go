@@ -9,9 +9,8 @@ import (
 
 // CohortBound limits how long a cohort keeps the CloudShell lock while passing it among its
 // own members (WithCohort). Whichever limit is reached first makes the next local Unlock
-// release the lock in CloudShell, and the cohort then waits one retry interval before it
-// tries again, so that waiters elsewhere (other hosts, legacy snippet drivers, which poll
-// every 2–5 s) get their turn.
+// release the lock in CloudShell, and the cohort then leaves it free for Yield before it
+// tries again, so that waiters elsewhere (other hosts, legacy snippet drivers) get a turn.
 type CohortBound struct {
 	// Passes is how many local holders in a row may hold the lock under one CloudShell
 	// acquisition (at least 1).
@@ -19,14 +18,25 @@ type CohortBound struct {
 	// Hold is how long the cohort may keep the CloudShell lock in one acquisition (zero: no
 	// time limit, only Passes).
 	Hold time.Duration
+	// Yield is how long the cohort leaves the lock free after releasing it for the bound
+	// while members still wait.
+	Yield time.Duration
 }
 
-// DefaultCohortBound passes the lock locally up to 16 times or for 30 s, whichever comes
-// first. 16 holders share the cost of one acquisition (3 calls), so a busy cohort costs
-// CloudShell about 0.2 calls per critical section; 30 s keeps a remote waiter's extra wait
-// to about one typical driver step, and well inside the public snippet's patience (100 tries
-// of 2–5 s), so legacy drivers are never starved into proceeding without the lock.
-var DefaultCohortBound = CohortBound{Passes: 16, Hold: 30 * time.Second}
+// DefaultCohortBound passes the lock locally up to 64 times or for 60 s, then leaves it free
+// for 5 s.
+//
+//   - Yield is the public snippet's longest sleep between tries: a legacy driver waiting for
+//     the lock is certain to try during the window, so a cohort never starves one (the
+//     snippet proceeds without the lock after 100 tries, at least 200 s).
+//   - Hold leaves several such windows inside any legacy driver's 200 s of patience, and
+//     bounds what a remote csmutex waiter can lose to a cohort to about one minute.
+//   - Passes spreads one acquisition's 3 calls over many critical sections when they are
+//     short; with Hold it caps how long the lock stays in one process.
+//
+// The price is the lock standing idle for Yield once per bound when nobody else wants it:
+// about 8% of the time for a cohort that is busy without pause.
+var DefaultCohortBound = CohortBound{Passes: 64, Hold: 60 * time.Second, Yield: 5 * time.Second}
 
 // WithCohort makes the Lock and TryLock calls on one Mutex value a cohort (Dice, Marathe and
 // Shavit, "Lock Cohorting", PPoPP 2012): its members take the CloudShell lock once and pass
@@ -65,6 +75,8 @@ func (c CohortBound) validate() error {
 		return fmt.Errorf("mutex: cohort bound: Passes must be at least 1, got %d", c.Passes)
 	case c.Hold < 0:
 		return fmt.Errorf("mutex: cohort bound: Hold must not be negative, got %s", c.Hold)
+	case c.Yield < 0:
+		return fmt.Errorf("mutex: cohort bound: Yield must not be negative, got %s", c.Yield)
 	}
 	return nil
 }
@@ -142,14 +154,13 @@ func (c *cohort) granted(parent context.Context, g grant) (*Lock, error) {
 }
 
 // lead acquires the CloudShell lock for the cohort. After a release for the bound it first
-// waits one retry interval: other parties' polls get a chance at the free lock.
+// leaves the lock free for the bound's Yield: other parties' polls get their chance.
 func (c *cohort) lead(parent context.Context, wait, yield bool) (*Lock, error) {
 	m := c.m
-	if yield && wait {
-		next, _ := m.cfg.retry().Next()
+	if yield && wait && c.bound.Yield > 0 {
 		ctx, cancel := m.limit(parent)
 		select {
-		case <-m.cfg.clock.After(next):
+		case <-m.cfg.clock.After(c.bound.Yield):
 		case <-ctx.Done():
 		}
 		cancel()
@@ -214,7 +225,8 @@ func (c *cohort) next(ctx context.Context, g *Lock) error {
 	m := c.m
 	c.mu.Lock()
 	now := m.cfg.clock.Now()
-	if len(c.queue) > 0 && g.Err() == nil && c.passes < c.bound.Passes &&
+	live := g.Err() == nil && (g.owner.Lease <= 0 || now.Before(g.lossPoint()))
+	if len(c.queue) > 0 && live && c.passes < c.bound.Passes &&
 		(c.bound.Hold <= 0 || now.Sub(c.taken) < c.bound.Hold) {
 		ch := c.queue[0]
 		c.queue = c.queue[1:]

@@ -136,6 +136,9 @@ func (b *bench) run(w io.Writer) error {
 	if err := add(b.handoff()); err != nil {
 		return err
 	}
+	if err := add(b.cohorts()); err != nil {
+		return err
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "measure\tcsmutex\tsnippet\tcsmutex/snippet\tnote")
 	for _, r := range rows {

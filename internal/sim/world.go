@@ -68,7 +68,7 @@ func (sc Scenario) String() string {
 			fmt.Fprintf(&b, " crash=%s", p.CrashAt)
 		}
 		if p.Members > 1 {
-			fmt.Fprintf(&b, " cohort=%d passes<=%d hold<=%s", p.Members, p.Cohort.Passes, p.Cohort.Hold)
+			fmt.Fprintf(&b, " cohort=%d passes<=%d hold<=%s yield=%s", p.Members, p.Cohort.Passes, p.Cohort.Hold, p.Cohort.Yield)
 		}
 	}
 	return b.String()
@@ -160,7 +160,8 @@ func NewScenario(seed uint64) Scenario {
 			continue
 		}
 		p.Members = 2 + rc.IntN(3)
-		p.Cohort = mutex.CohortBound{Passes: 1 + rc.IntN(4), Hold: []time.Duration{0, p.Lease / 2, 2 * p.Lease}[rc.IntN(3)]}
+		p.Cohort = mutex.CohortBound{Passes: 1 + rc.IntN(4), Hold: []time.Duration{0, p.Lease / 2, 2 * p.Lease}[rc.IntN(3)],
+			Yield: []time.Duration{0, p.Lease / 8}[rc.IntN(2)]}
 	}
 	return sc
 }
