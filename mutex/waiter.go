@@ -30,6 +30,10 @@ type waiter struct {
 	// are treated like any other holder, and expire.
 	abandoned map[string]bool
 	seen      map[string]sighting
+	// lastRead is when the last read of the lock returned, and lastHolder what it showed:
+	// between reads a collision alone says "still held" (see contended).
+	lastRead   time.Time
+	lastHolder Owner
 }
 
 // sighting is an observation of a lock: the holder's record and heartbeat as last read, and
@@ -47,15 +51,26 @@ func newWaiter(m *Mutex) *waiter {
 }
 
 // contended handles a collision: read who holds the lock, and break it if it is stale.
+//
+// The collision itself says the lock is held, so a waiter reads the holder only when the read
+// can change what it does: on its first collision, while an add of its own has an unknown
+// outcome (it may hold the lock itself), and once per staleness period of the holder it last
+// saw (rereadAfter), which is when that holder could first be judged stale. Every other
+// attempt costs one call, the add.
 func (w *waiter) contended(ctx context.Context, wait bool) (outcome, error) {
 	m := w.m
+	if wait && len(w.pending) == 0 && !w.lastRead.IsZero() && m.cfg.clock.Now().Sub(w.lastRead) < w.rereadAfter() {
+		return outcome{holder: w.lastHolder}, nil
+	}
 	d, err := m.api.GetReservationDetails(ctx, m.resID, true)
 	if err != nil {
 		return outcome{}, m.callFailure(ctx, err)
 	}
 	w.observeBreakLocks(d)
 	holder, present := holderIn(d, m.cfg.name)
+	w.lastRead, w.lastHolder = m.cfg.clock.Now(), holder
 	if !present {
+		w.lastRead = time.Time{}
 		return outcome{retryNow: true}, nil // released between our add and our read
 	}
 	if sent, ok := w.pending[holder.Token]; ok && !holder.Legacy {
@@ -71,6 +86,21 @@ func (w *waiter) contended(ctx context.Context, wait bool) (outcome, error) {
 		return outcome{holder: holder, retryNow: broke}, nil
 	}
 	return outcome{holder: holder}, nil
+}
+
+// rereadAfter is how long a waiter goes on trusting its last read of the holder: the
+// holder's staleness period (it cannot be judged stale before a read that late), and at most
+// DefaultLease, so that a holder that never expires (legacy, lease 0) is still shown as it
+// changes.
+func (w *waiter) rereadAfter() time.Duration {
+	h := w.lastHolder
+	switch {
+	case h.Legacy && w.m.cfg.legacyMaxAge > 0:
+		return min(w.m.cfg.legacyMaxAge, DefaultLease)
+	case !h.Legacy && h.Lease > 0:
+		return min(h.Lease, DefaultLease)
+	}
+	return DefaultLease
 }
 
 // holderIn returns the holder of alias in d, if the service is there.
