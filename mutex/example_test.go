@@ -115,3 +115,31 @@ func ExampleWithObserver() {
 	// waiting for deploy-driver (try 1)
 	// acquired
 }
+
+// A cohort: goroutines of one process share one Mutex, so they pass the CloudShell lock
+// among themselves without calling CloudShell, and release it for others after the bound.
+func ExampleWithCohort() {
+	api, reservationID, stop := connect()
+	defer stop()
+	ctx := context.Background()
+
+	m := mutex.New(api, reservationID, mutex.WithCohort(mutex.DefaultCohortBound))
+	done := make(chan int)
+	for worker := range 4 {
+		go func() {
+			err := m.With(ctx, func(ctx context.Context) error {
+				// Exclusive against the other workers and against every other driver.
+				return nil
+			})
+			if err != nil {
+				log.Print(err)
+			}
+			done <- worker
+		}()
+	}
+	for range 4 {
+		<-done
+	}
+	fmt.Println("4 critical sections, one after another")
+	// Output: 4 critical sections, one after another
+}
