@@ -136,6 +136,9 @@ func (b *bench) run(w io.Writer) error {
 	if err := add(b.handoff()); err != nil {
 		return err
 	}
+	if err := add(b.legacy()); err != nil {
+		return err
+	}
 	if err := add(b.cohorts()); err != nil {
 		return err
 	}
