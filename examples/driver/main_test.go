@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -27,6 +28,10 @@ func TestMainJob(t *testing.T) {
 	}
 	if strings.Contains(got, "admin") && strings.Contains(got, "password") {
 		t.Errorf("output mentions credentials:\n%s", got)
+	}
+	// Durations carry units, as in the command's console logs.
+	if !regexp.MustCompile(`waited=[0-9.]+(ns|µs|ms|s)\b`).MatchString(got) || !regexp.MustCompile(`held=[0-9.]+(ns|µs|ms|s)\b`).MatchString(got) {
+		t.Errorf("durations in the timeline lack units:\n%s", got)
 	}
 }
 

@@ -38,7 +38,9 @@ type lineWriter struct {
 }
 
 // Fields worth showing, in this order; the rest (reservation id, level) is noise here.
-var shown = []string{"holder", "owner", "tries", "waited", "held", "stale_holder", "error"}
+// Durations come as "<name>_ms" (milliseconds) and are shown with units, as the command's
+// console does: waited=1.2s.
+var shown = []string{"holder", "owner", "tries", "waited_ms", "held_ms", "stale_holder", "error"}
 
 func (w lineWriter) Write(p []byte) (int, error) {
 	var ev map[string]any
@@ -55,8 +57,10 @@ func (w lineWriter) Write(p []byte) (int, error) {
 	}
 	for _, k := range keys {
 		v := ev[k]
-		if f, ok := v.(float64); ok && (k == "waited" || k == "held") {
-			v = time.Duration(f * float64(time.Millisecond)).Round(time.Millisecond)
+		if name, ok := strings.CutSuffix(k, "_ms"); ok {
+			if f, isNum := v.(float64); isNum {
+				k, v = name, time.Duration(f*float64(time.Millisecond)).Round(time.Millisecond)
+			}
 		}
 		parts = append(parts, fmt.Sprintf("%s=%v", k, v))
 	}
