@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	mutexpkg "github.com/csmutex/csmutex/package"
+	"github.com/csmutex/csmutex/mutexpkg"
 )
 
 func TestParseDataModel(t *testing.T) {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/csmutex/csmutex/cloudshell"
 	"github.com/csmutex/csmutex/mockapi"
-	mutexpkg "github.com/csmutex/csmutex/package"
+	"github.com/csmutex/csmutex/mutexpkg"
 )
 
 // These tests run package cloudshell against the mock over real HTTP. The two were written

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	mutexpkg "github.com/csmutex/csmutex/package"
+	"github.com/csmutex/csmutex/mutexpkg"
 )
 
 func createBody(name, owner string, minutes int) string {

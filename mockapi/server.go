@@ -16,7 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	mutexpkg "github.com/csmutex/csmutex/package"
+	"github.com/csmutex/csmutex/mutexpkg"
 )
 
 // Option configures a Server.

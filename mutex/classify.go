@@ -66,7 +66,7 @@ func (m *Mutex) addFailure(bound context.Context, err error) error {
 
 // importAdvice is the fix for every setup problem: our package defines the model with the
 // attribute and keeps the public package's names.
-const importAdvice = "import package/Mutex_Package.zip from csmutex: it adds the attribute and stays compatible with existing Reservation-Mutex-Lock drivers"
+const importAdvice = "import mutexpkg/Mutex_Package.zip from csmutex: it adds the attribute and stays compatible with existing Reservation-Mutex-Lock drivers"
 
 // ownerAttributeMissing is the error for a model without "Mutex Owner", whether the server
 // said so (cause) or silently dropped the attribute (cause nil).

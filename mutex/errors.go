@@ -22,11 +22,11 @@ var (
 	ErrUnavailable = errors.New("mutex: CloudShell unavailable")
 	// ErrSetup (class Setup): CloudShell is not set up for the mutex (service model missing,
 	// or the installed model lacks the "Mutex Owner" attribute). Permanent until an
-	// administrator imports package/Mutex_Package.zip.
+	// administrator imports mutexpkg/Mutex_Package.zip.
 	ErrSetup = errors.New("mutex: CloudShell is not set up for csmutex")
 	// ErrOwnerAttributeMissing: the installed Mutex Service model has no "Mutex Owner"
 	// attribute (the public package at its latest version). errors.Is(err, ErrSetup) holds too.
-	ErrOwnerAttributeMissing = fmt.Errorf("%w: the Mutex Service model has no %q attribute", ErrSetup, "Mutex Owner")
+	ErrOwnerAttributeMissing = fmt.Errorf("%w: the %s model has no %q attribute", ErrSetup, DefaultServiceModel, OwnerAttribute)
 	// ErrAuth (class Auth): CloudShell refused the credentials or the session.
 	ErrAuth = errors.New("mutex: CloudShell refused the credentials")
 	// ErrInvalid (class Invalid): the request cannot succeed as given: a bad argument or

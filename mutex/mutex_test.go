@@ -3,6 +3,7 @@ package mutex_test
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,7 +14,7 @@ import (
 	"github.com/csmutex/csmutex/internal/testenv"
 	"github.com/csmutex/csmutex/mockapi"
 	"github.com/csmutex/csmutex/mutex"
-	mutexpkg "github.com/csmutex/csmutex/package"
+	"github.com/csmutex/csmutex/mutexpkg"
 )
 
 func TestLockUnlock(t *testing.T) {
@@ -218,8 +219,12 @@ func TestLegacyModelWithoutOwnerAttribute(t *testing.T) {
 		if !errors.Is(err, mutex.ErrOwnerAttributeMissing) || !errors.Is(err, mutex.ErrSetup) || !mutex.IsPermanent(err) {
 			t.Fatalf("Lock = %v, want ErrOwnerAttributeMissing", err)
 		}
-		if !strings.Contains(err.Error(), "Mutex_Package.zip") {
+		const zip = "mutexpkg/Mutex_Package.zip"
+		if !strings.Contains(err.Error(), zip) {
 			t.Fatalf("error %q does not tell the user what to import", err)
+		}
+		if _, err := os.Stat("../" + zip); err != nil {
+			t.Fatalf("the error sends the user to %s: %v", zip, err)
 		}
 		if n := countServices(t, env, "MUTEX"); n != 0 {
 			t.Fatalf("%d lock services left behind", n)

@@ -32,7 +32,7 @@ import (
 
 	"github.com/csmutex/csmutex/internal/term"
 	"github.com/csmutex/csmutex/mockapi"
-	mutexpkg "github.com/csmutex/csmutex/package"
+	"github.com/csmutex/csmutex/mutexpkg"
 )
 
 // Exit codes, as csmutex's (cmd/csmutex/exitcode.go), from sysexits.h.

@@ -40,7 +40,7 @@ try:  # Python 3
 except ImportError:  # Python 2
     import thread as _thread
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -76,7 +76,7 @@ EXIT_LOCK_LOST = 70
 
 # csmutex run's other exit codes, as SidecarError.kind.
 _EXIT_KINDS = {64: "usage", 65: "permanent", 69: "unavailable", EXIT_LOCK_LOST: "lost",
-               EXIT_NOT_OBTAINED: "timeout"}
+               EXIT_NOT_OBTAINED: "timeout", 77: "unauthorized"}
 
 # How long after the acquire timeout to keep waiting for the sidecar's answer: it answers
 # 409 itself when the timeout passes; this only guards against a hung sidecar.
@@ -135,18 +135,28 @@ class SidecarError(Exception):
 class LockNotObtained(SidecarError):
     """Someone else held the lock for the whole timeout.
 
-    Attributes: ``holder`` (the holder's owner label, None if unknown), ``holder_token``
-    (the holder's lock token, if known), ``waited`` (seconds waited, float), ``timeout``
-    (seconds asked for), ``name``, ``reservation_id``, and SidecarError's.
+    Attributes (None when unknown): ``holder`` (the holder's owner label, or a description
+    of a legacy holder), ``holder_host`` and ``holder_pid`` (where the holder runs),
+    ``holder_token`` (the holder's lock token), ``held_since`` (when the holder took the
+    lock, by its clock: an RFC 3339 string such as "2026-11-26T07:58:02.113Z"),
+    ``waited`` (seconds waited, float), ``tries`` (attempts made), ``timeout`` (seconds
+    asked for), ``name``, ``reservation_id``, and SidecarError's. The holder's host, pid
+    and held_since come from csmutex versions that report them (the sidecar's 409 body,
+    ``csmutex run``'s JSON log); older ones give the label and token only.
     """
 
     def __init__(self, message, holder=None, status=409, kind="timeout", holder_token=None, waited=None,
-                 timeout=None, name=None, reservation_id=None, detail=None, exit_code=None):
+                 timeout=None, name=None, reservation_id=None, detail=None, exit_code=None, holder_host=None,
+                 holder_pid=None, held_since=None, tries=None):
         super(LockNotObtained, self).__init__(message, status=status, kind=kind, detail=detail,
                                               exit_code=exit_code)
         self.holder = holder
+        self.holder_host = holder_host
+        self.holder_pid = holder_pid
         self.holder_token = holder_token
+        self.held_since = held_since
         self.waited = waited
+        self.tries = tries
         self.timeout = timeout
         self.name = name
         self.reservation_id = reservation_id
@@ -248,6 +258,67 @@ def _seconds(value, what):
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError("%s must be a finite number of seconds" % what)
     return value
+
+
+def _go_seconds(seconds):
+    """A number of seconds as a Go duration string ("30s", "2.5s"), for csmutex's flags."""
+    text = ("%.3f" % seconds).rstrip("0").rstrip(".")
+    return (text or "0") + "s"
+
+
+def _check_sandbox_messages(value):
+    """None (off), True (csmutex's default interval) or an interval: a number of seconds or
+    a Go duration string ("30s"). False and 0 mean off. The range (5 s to 24 h) is
+    csmutex's to check: its answer names it."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return True
+    if isinstance(value, _string_types):
+        text = _as_text(value, "sandbox_messages")
+        if not text.strip() or _control_char(text) is not None:
+            raise ValueError('sandbox_messages must be True, False, a number of seconds or a duration such as "30s", '
+                             "not %r" % (value,))
+        return text.strip()
+    seconds = _seconds(value, "sandbox_messages (True, False, seconds or a duration string)")
+    if seconds < 0:
+        raise ValueError("sandbox_messages must not be negative (False or 0: no messages)")
+    return None if seconds == 0 else seconds
+
+
+def _sandbox_messages_flag(value):
+    """csmutex run's flag for a checked sandbox_messages value (not None)."""
+    if value is True:
+        return "--sandbox-messages"
+    if isinstance(value, _string_types):
+        return "--sandbox-messages=" + value
+    return "--sandbox-messages=" + _go_seconds(value)
+
+
+def _check_poll_interval(value):
+    """csmutex run's --poll-interval value (MIN[-MAX]) from a number of seconds, a (min, max)
+    pair of them, or a string as csmutex takes it ("2s-5s"); None when not given."""
+    if value is None:
+        return None
+    if isinstance(value, _string_types):
+        text = _as_text(value, "poll_interval")
+        if not text.strip() or _control_char(text) is not None or text.strip().startswith("-"):
+            raise ValueError('poll_interval must be seconds, a (min, max) pair or a string such as "2s-5s", not %r'
+                             % (value,))
+        return text.strip()
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError("poll_interval as a pair must be (min, max) seconds, not %r" % (value,))
+        lo, hi = _seconds(value[0], "poll_interval's min"), _seconds(value[1], "poll_interval's max")
+    else:
+        lo = hi = _seconds(value, "poll_interval (seconds, a (min, max) pair or a string)")
+    if lo <= 0 or hi <= 0:
+        raise ValueError("poll_interval must be positive, not %r" % (value,))
+    if lo > hi:
+        raise ValueError("poll_interval's min %s is above its max %s" % (_fmt_seconds(lo), _fmt_seconds(hi)))
+    if lo == hi:
+        return _go_seconds(lo)
+    return "%s-%s" % (_go_seconds(lo), _go_seconds(hi))
 
 
 def _native(text):
@@ -657,6 +728,39 @@ def _waited_from_text(text):
     return _go_duration(m.group(1)) if m else None
 
 
+def _holder_fields(rec):
+    """The structured "lock not obtained" fields of a sidecar answer or a csmutex run JSON
+    log record: holder, holder_host, holder_pid, holder_token, held_since, waited (seconds,
+    from waited_ms) and tries; None for each one absent (older csmutex) or of a wrong type."""
+    def text(k):
+        v = rec.get(k)
+        return v if isinstance(v, _string_types) and v.strip() else None
+
+    def number(k):
+        v = rec.get(k)
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or v != v or v < 0:
+            return None
+        return v
+
+    pid, waited_ms, tries = number("holder_pid"), number("waited_ms"), number("tries")
+    return {"holder": text("holder"), "holder_host": text("holder_host"),
+            "holder_pid": int(pid) if pid is not None else None, "holder_token": text("holder_token"),
+            "held_since": text("held_since"), "waited": waited_ms / 1000.0 if waited_ms is not None else None,
+            "tries": int(tries) if tries is not None else None}
+
+
+def _merge_holder(fields, text):
+    """fields with holder and holder_token completed from csmutex's words ("held by LABEL
+    (token 0123abcd)") where the structured fields lack them, and the label stripped of a
+    "(token ...)" suffix."""
+    f = dict(fields)
+    label, token = _split_holder(f["holder"]) if f["holder"] else (None, None)
+    text_label, text_token = _holder_from_text(text)
+    f["holder"] = label or text_label
+    f["holder_token"] = f["holder_token"] or token or (text_token if f["holder"] == text_label else None)
+    return f
+
+
 def _not_obtained_message(name, reservation_id, holder, waited):
     msg = 'lock "%s" in reservation %s not obtained' % (name, reservation_id)
     if waited is not None:
@@ -698,13 +802,18 @@ class SidecarMutex(object):
             instead of waiting for it to call check().
         auth_token_file: the file of a sidecar started with --auth-token-file (default
             $CSMUTEX_SIDECAR_TOKEN_FILE); its token is sent as "Authorization: Bearer".
+        sandbox_messages: tell the sandbox's end user in the reservation's Output window
+            that this driver waits for the lock and for whom, and when it got it. True:
+            at most once a minute; a number of seconds or a duration string ("30s"): at
+            most that often (5 s to 24 h); None or False (default): no messages.
 
     ``SidecarMutex.from_context(context, ...)`` takes all of it from a driver command's
     context. One instance is one acquisition at a time; use one instance per thread.
     """
 
     def __init__(self, reservation_id, name=DEFAULT_NAME, timeout=300, address=None, owner=None,
-                 cloudshell=None, lease=None, heartbeat_timeout=30.0, interrupt=False, auth_token_file=None):
+                 cloudshell=None, lease=None, heartbeat_timeout=30.0, interrupt=False, auth_token_file=None,
+                 sandbox_messages=None):
         self.reservation_id = _check_reservation_id(reservation_id)
         self.name = _check_name(name)
         self.timeout = _seconds(timeout, "timeout")
@@ -721,6 +830,7 @@ class SidecarMutex(object):
         if self.heartbeat_timeout <= 0:
             raise ValueError("heartbeat_timeout must be positive")
         self.interrupt = bool(interrupt)
+        self.sandbox_messages = _check_sandbox_messages(sandbox_messages)
         self.auth_token_file = auth_token_file or os.environ.get("CSMUTEX_SIDECAR_TOKEN_FILE") or None
         self.token = None
         self.waited = None
@@ -734,7 +844,8 @@ class SidecarMutex(object):
 
     @classmethod
     def from_context(cls, context, name=DEFAULT_NAME, timeout=300, address=None, owner=None, lease=None,
-                     heartbeat_timeout=30.0, interrupt=False, port=None, scheme=None, auth_token_file=None):
+                     heartbeat_timeout=30.0, interrupt=False, port=None, scheme=None, auth_token_file=None,
+                     sandbox_messages=None):
         """The lock of the reservation a CloudShell driver command runs in.
 
         Reads ``context.connectivity.server_address`` and ``.admin_auth_token`` (and
@@ -747,7 +858,7 @@ class SidecarMutex(object):
         s = _ContextSettings(context, port=port, scheme=scheme)
         return cls(s.reservation_id, name=name, timeout=timeout, address=address, owner=owner or s.owner(),
                    cloudshell=s.cloudshell(), lease=lease, heartbeat_timeout=heartbeat_timeout,
-                   interrupt=interrupt, auth_token_file=auth_token_file)
+                   interrupt=interrupt, auth_token_file=auth_token_file, sandbox_messages=sandbox_messages)
 
     def __repr__(self):
         # Never the cloudshell dict: it may hold a password or token.
@@ -801,6 +912,8 @@ class SidecarMutex(object):
                 "timeout": self.timeout, "mode": "stream"}
         if self.lease is not None:
             body["lease"] = self.lease
+        if self.sandbox_messages is not None:
+            body["sandbox_messages"] = self.sandbox_messages
         if self._cloudshell:
             body["cloudshell"] = self._cloudshell
         payload = json.dumps(body).encode("utf-8")
@@ -835,7 +948,8 @@ class SidecarMutex(object):
             raise failure
 
         self.token = first.get("token")
-        self.waited = _go_duration(first.get("waited"))
+        waited_ms = _holder_fields(first)["waited"]
+        self.waited = waited_ms if waited_ms is not None else _go_duration(first.get("waited"))
         self._sock, self._resp = sock, resp
         with self._state:
             self._closing = False
@@ -854,23 +968,21 @@ class SidecarMutex(object):
         """The exception for a non-200 answer of the sidecar."""
         try:
             body = _json(raw)
-            message, kind, holder, waited = body.get("error"), body.get("kind"), body.get("holder"), body.get("waited")
+            message, kind, waited = body.get("error"), body.get("kind"), body.get("waited")
         except ValueError:
-            body, message, kind, holder, waited = {}, raw.decode("utf-8", "replace")[:500].strip(), None, None, None
+            body, message, kind, waited = {}, raw.decode("utf-8", "replace")[:500].strip(), None, None
         message = _redact(message or "HTTP %d" % status, self._secrets())
         if status == 409:
-            text_holder, token = _holder_from_text(message)
-            holder = holder or text_holder
-            if holder and token is None:
-                token = _holder_from_text("held by " + holder)[1]
-                holder = _split_holder(holder)[0]
-            waited = _go_duration(waited)
-            if waited is None:
-                waited = elapsed
-            return LockNotObtained(_not_obtained_message(self.name, self.reservation_id, holder, waited),
-                                   holder=holder, holder_token=token, waited=waited, timeout=self.timeout,
-                                   name=self.name, reservation_id=self.reservation_id, status=status,
-                                   kind=kind or "timeout", detail=message)
+            # Structured fields first (csmutex since they exist), then what older sidecars
+            # said in words: the holder in "error" or "holder", the wait in "waited".
+            f = _merge_holder(_holder_fields(body), message)
+            if f["waited"] is None:
+                f["waited"] = _go_duration(waited)
+            if f["waited"] is None:
+                f["waited"] = elapsed
+            return LockNotObtained(_not_obtained_message(self.name, self.reservation_id, f["holder"], f["waited"]),
+                                   timeout=self.timeout, name=self.name, reservation_id=self.reservation_id,
+                                   status=status, kind=kind or "timeout", detail=message, **f)
         return SidecarError("csmutex sidecar: %s (HTTP %d)" % (message, status), status=status, kind=kind,
                             detail=message)
 
@@ -986,7 +1098,9 @@ def _run_options(kwargs, context_settings=None):
     """Pop run_locked's own keyword arguments from kwargs; the rest go to func / Popen."""
     o = {"csmutex": kwargs.pop("csmutex", "csmutex"), "name": kwargs.pop("name", DEFAULT_NAME),
          "timeout": kwargs.pop("timeout", 300), "env": kwargs.pop("env", None),
-         "csmutex_args": kwargs.pop("csmutex_args", ()), "interrupt": kwargs.pop("interrupt", False)}
+         "csmutex_args": kwargs.pop("csmutex_args", ()), "interrupt": kwargs.pop("interrupt", False),
+         "sandbox_messages": _check_sandbox_messages(kwargs.pop("sandbox_messages", None)),
+         "poll_interval": _check_poll_interval(kwargs.pop("poll_interval", None))}
     o["name"] = _check_name(o["name"])
     o["timeout"] = _seconds(o["timeout"], "timeout")
     if o["timeout"] < 0:
@@ -1010,6 +1124,10 @@ def _run_options(kwargs, context_settings=None):
 def _run_argv(reservation_id, o, json_logs):
     argv = [o["csmutex"], "run", "--reservation=" + reservation_id, "--name=" + o["name"],
             "--timeout=" + repr(o["timeout"])]
+    if o["sandbox_messages"] is not None:
+        argv.append(_sandbox_messages_flag(o["sandbox_messages"]))
+    if o["poll_interval"] is not None:
+        argv.append("--poll-interval=" + o["poll_interval"])
     if json_logs:
         argv.append("--log-format=json")  # structured, so failures can be reported cleanly
     return [_native(a) for a in argv + list(o["csmutex_args"]) + ["--"]]
@@ -1019,13 +1137,16 @@ _CONSOLE_PREFIX = re.compile(r"^\d\d:\d\d:\d\d(?:\.\d+)? +(?:TRC|DBG|INF|WRN|ERR
 
 
 def _csmutex_report(stderr_text, secrets):
-    """(detail, holder, token, waited) from csmutex run's stderr.
+    """(detail, fields) from csmutex run's stderr: fields as _holder_fields gives them.
 
-    csmutex logs JSON lines (--log-format json); the last error line says why it stopped.
-    Console lines (if csmutex_args chose them) are read too, without their time and level.
+    csmutex logs JSON lines (--log-format json); the last error line says why it stopped,
+    and its "lock not obtained" event carries the holder and the wait as fields. Console
+    lines (if csmutex_args chose them), and csmutex versions without those fields, are read
+    too: the holder and the wait then come from the text.
     """
     detail, holder_field = None, None
     fallback = None
+    structured = None
     for line in stderr_text.splitlines():
         line = line.strip()
         if not line:
@@ -1048,11 +1169,17 @@ def _csmutex_report(stderr_text, secrets):
             detail = rec.get("message") or ""
             if rec.get("error"):
                 detail = "%s: %s" % (detail, rec["error"]) if detail else rec["error"]
+            fields = _holder_fields(rec)
+            if any(v is not None for v in fields.values()):
+                structured = fields
     detail = _redact((detail or fallback or "").strip(), secrets)
-    holder, token = _holder_from_text(detail)
-    if holder is None and holder_field:
-        holder, token = _split_holder(holder_field)
-    return detail, holder, token, _waited_from_text(detail)
+    if structured is None:
+        structured = _holder_fields({"holder": holder_field}) if _holder_from_text(detail)[0] is None else \
+            _holder_fields({})
+    fields = _merge_holder(structured, detail)
+    if fields["waited"] is None:
+        fields["waited"] = _waited_from_text(detail)
+    return detail, fields
 
 
 def _strip_prefix(detail, prefix="lock not obtained: "):
@@ -1070,8 +1197,11 @@ def run_locked(reservation_id, func, *args, **kwargs):
     (path of the binary, default "csmutex"), ``name`` (default "MUTEX"), ``timeout``
     (seconds, default 300), ``env`` (added to this process's environment for csmutex,
     e.g. CLOUDSHELL_HOST, CLOUDSHELL_USER, CLOUDSHELL_PASSWORD or CLOUDSHELL_TOKEN),
-    ``csmutex_args`` (extra ``csmutex run`` flags such as ``["--lease", "90s"]``) and
-    ``interrupt`` (on loss, raise KeyboardInterrupt in this thread at once).
+    ``csmutex_args`` (extra ``csmutex run`` flags such as ``["--lease", "90s"]``),
+    ``interrupt`` (on loss, raise KeyboardInterrupt in this thread at once),
+    ``sandbox_messages`` (as for SidecarMutex: ``csmutex run --sandbox-messages[=EVERY]``)
+    and ``poll_interval`` (how often csmutex tries while the lock is held: seconds, a
+    ``(min, max)`` pair of them, or a string such as ``"2s-5s"``; ``--poll-interval``).
 
     csmutex starts a tiny child process once it holds the lock; the child says READY, then
     waits on its stdin. ``func`` runs here, in this process; then the child's stdin is
@@ -1152,14 +1282,13 @@ def _locked_call(proc, reservation_id, o, func, args, kwargs, interrupter, start
     if not ready:
         code = proc.wait()
         elapsed = _monotonic() - start
-        detail, holder, token, waited = report()
+        detail, f = report()
         if code == EXIT_NOT_OBTAINED:
-            if waited is None:
-                waited = elapsed
-            raise LockNotObtained(_not_obtained_message(name, reservation_id, holder, waited), holder=holder,
-                                  holder_token=token, waited=waited, timeout=o["timeout"], name=name,
-                                  reservation_id=reservation_id, status=None, kind="timeout",
-                                  detail=detail, exit_code=code)
+            if f["waited"] is None:
+                f["waited"] = elapsed
+            raise LockNotObtained(_not_obtained_message(name, reservation_id, f["holder"], f["waited"]),
+                                  timeout=o["timeout"], name=name, reservation_id=reservation_id, status=None,
+                                  kind="timeout", detail=detail, exit_code=code, **f)
         raise SidecarError('csmutex run exited %d before lock "%s" in reservation %s was held: %s'
                            % (code, name, reservation_id, _strip_prefix(detail) or "no message"),
                            kind=_EXIT_KINDS.get(code), detail=detail, exit_code=code)
@@ -1249,9 +1378,11 @@ def run_command(reservation_id, argv, **kwargs):
     """Run ``argv`` under ``csmutex run`` and return the exit code.
 
     The code is the command's own, or csmutex's: 75 lock not obtained, 70 lock lost (the
-    command was terminated), 64-69 usage/CloudShell errors (see ``csmutex --help``).
-    Keywords csmutex, name, timeout, env and csmutex_args are as for run_locked; the rest
-    go to subprocess.call (stdin, stdout, stderr, cwd...).
+    command was terminated), 64-77 usage/CloudShell errors (see ``csmutex --help``).
+    Keywords csmutex, name, timeout, env, csmutex_args, sandbox_messages and poll_interval
+    are as for run_locked; the rest go to subprocess.call (stdin, stdout, stderr, cwd...).
+    sandbox_messages and poll_interval need a csmutex with ``--sandbox-messages`` and
+    ``--poll-interval`` (an older one exits 64, usage).
     """
     rid = _check_reservation_id(reservation_id)
     return _run_command(rid, argv, _run_options(kwargs), kwargs)

@@ -192,6 +192,13 @@ def _admin_token():
     return m.group(1)
 
 
+def _messages():
+    """The reservation's Output window, as the mock recorded it."""
+    url = "http://%s:%d/admin/reservations/%s/messages" % (_mock_host, _mock_port, _reservation)
+    with contextlib.closing(urlopen(url, timeout=10)) as r:
+        return json.loads(r.read().decode("utf-8"))
+
+
 class Sidecar(object):
     """A `csmutex serve` process."""
 
@@ -341,6 +348,41 @@ class ArgumentTest(unittest.TestCase):
         with self.assertRaises(TypeError):
             run_command("r", "echo hi")
 
+    def test_sandbox_messages_and_poll_interval(self):
+        for value, want in [(None, None), (False, None), (0, None), (True, True), (30, 30.0), (12.5, 12.5),
+                            ("1m", "1m"), (u" 45s ", u"45s")]:
+            self.assertEqual(SidecarMutex("r", sandbox_messages=value).sandbox_messages, want, value)
+        for bad, exc in [(-1, ValueError), ("", ValueError), ("1m\n", ValueError), ([30], TypeError),
+                         (float("nan"), ValueError)]:
+            with self.assertRaises(exc):
+                SidecarMutex("r", sandbox_messages=bad)
+        ctx = make_context("tok-123456", reservation_id="res-9", host="127.0.0.1", port=1)
+        self.assertEqual(SidecarMutex.from_context(ctx, sandbox_messages="2m").sandbox_messages, "2m")
+
+        def argv(**kw):
+            o = csmutex_sidecar._run_options(dict(kw))
+            return [a.decode("utf-8") if isinstance(a, bytes) else a
+                    for a in csmutex_sidecar._run_argv("res-1", o, json_logs=False)]
+
+        self.assertEqual([a for a in argv() if "sandbox" in a or "poll" in a], [])
+        self.assertIn("--sandbox-messages", argv(sandbox_messages=True))
+        self.assertIn("--sandbox-messages=45s", argv(sandbox_messages=45))
+        self.assertIn("--sandbox-messages=2.5s", argv(sandbox_messages=2.5))
+        self.assertIn("--sandbox-messages=1m", argv(sandbox_messages="1m"))
+        self.assertIn("--poll-interval=2s-5s", argv(poll_interval=(2, 5)))
+        self.assertIn("--poll-interval=2s-5s", argv(poll_interval="2s-5s"))
+        self.assertIn("--poll-interval=0.5s", argv(poll_interval=0.5))
+        self.assertEqual(argv(poll_interval=3)[-1], "--")  # flags go before the command
+        for bad, exc in [(0, ValueError), (-2, ValueError), ((5, 2), ValueError), ((1, 2, 3), ValueError),
+                         ("", ValueError), ("-1s", ValueError), (("2", 5), TypeError), (True, TypeError)]:
+            with self.assertRaises(exc, msg=repr(bad)):
+                argv(poll_interval=bad)
+        missing = os.path.join(HERE, "no-such-csmutex")
+        with self.assertRaises(ValueError):  # checked before csmutex is started
+            run_command("res-1", ["true"], csmutex=missing, poll_interval=(5, 2))
+        with self.assertRaises(ValueError):
+            run_locked("res-1", lambda: None, csmutex=missing, sandbox_messages=-5)
+
     def test_from_context_reads_the_context(self):
         m = SidecarMutex.from_context(make_context("tok-123456", reservation_id="res-9", domain="Lab"),
                                       address="127.0.0.1:1")
@@ -373,6 +415,63 @@ class ArgumentTest(unittest.TestCase):
                 self.assertIn(problem, str(e))
             else:
                 self.fail("accepted a context without " + problem)
+
+
+class NotObtainedFieldsTest(unittest.TestCase):
+    """LockNotObtained takes the holder and the wait from csmutex's structured fields, and
+    from its words when they are absent (an older sidecar or csmutex)."""
+
+    def error_from(self, body, elapsed=0.5):
+        m = SidecarMutex("res-1", name="LK", timeout=20, address="127.0.0.1:1")
+        return m._error_from(409, json.dumps(body).encode("utf-8"), elapsed)
+
+    def test_sidecar_structured_fields(self):
+        e = self.error_from({"error": "mutex: timed out ... held by driver-x (token 0a1b2c3d)", "kind": "timeout",
+                             "holder": "driver-x", "holder_host": "es-01", "holder_pid": 4242,
+                             "holder_token": "0a1b2c3d", "held_since": "2026-11-26T07:58:02.113Z",
+                             "waited": "20.001s", "waited_ms": 20001.5, "tries": 7})
+        self.assertIsInstance(e, LockNotObtained)
+        self.assertEqual((e.holder, e.holder_host, e.holder_pid, e.holder_token, e.held_since, e.tries),
+                         ("driver-x", "es-01", 4242, "0a1b2c3d", "2026-11-26T07:58:02.113Z", 7))
+        self.assertAlmostEqual(e.waited, 20.0015)
+        self.assertEqual(str(e), 'lock "LK" in reservation res-1 not obtained after 20s: held by driver-x')
+
+    def test_sidecar_without_structured_fields(self):
+        e = self.error_from({"error": "mutex: timed out after 20s (7 tries) waiting for lock \"LK\" held by "
+                                      "driver-x (token 0a1b2c3d)", "kind": "timeout", "holder": "driver-x",
+                             "waited": "20.001s"})
+        self.assertEqual((e.holder, e.holder_token, e.holder_host, e.holder_pid, e.held_since, e.tries),
+                         ("driver-x", "0a1b2c3d", None, None, None, None))
+        self.assertAlmostEqual(e.waited, 20.001)
+        e = self.error_from({"error": "busy", "kind": "locked"}, elapsed=0.25)
+        self.assertEqual((e.holder, e.waited, e.kind), (None, 0.25, "locked"))
+        legacy = self.error_from({"error": "held by legacy holder \"Thread-7\"", "kind": "locked",
+                                  "holder": "legacy holder \"Thread-7\"", "waited_ms": 3.5, "tries": 1})
+        self.assertEqual((legacy.holder, legacy.holder_token, legacy.tries), ('legacy holder "Thread-7"', None, 1))
+        # Wrongly typed fields are ignored, not trusted.
+        odd = self.error_from({"error": "x", "kind": "timeout", "holder_pid": "12", "waited_ms": True, "tries": -1})
+        self.assertEqual((odd.holder_pid, odd.tries, odd.waited), (None, None, 0.5))
+
+    def test_csmutex_run_json_event(self):
+        event = {"level": "error", "message": "lock not obtained", "error": "held by drv (token ab12)",
+                 "holder": "drv", "holder_host": "es-02", "holder_pid": 99, "holder_token": "ab12",
+                 "held_since": "2026-11-26T08:00:00.000Z", "waited_ms": 1500.5, "tries": 3}
+        lines = [json.dumps({"level": "info", "message": "waiting for lock", "holder": "other"}), json.dumps(event)]
+        detail, f = csmutex_sidecar._csmutex_report("\n".join(lines), [])
+        self.assertEqual(detail, "lock not obtained: held by drv (token ab12)")
+        self.assertEqual(f, {"holder": "drv", "holder_host": "es-02", "holder_pid": 99, "holder_token": "ab12",
+                             "held_since": "2026-11-26T08:00:00.000Z", "waited": 1.5005, "tries": 3})
+
+    def test_csmutex_run_without_structured_fields(self):
+        old = json.dumps({"level": "error", "message": 'lock not obtained: gave up after 1.2s waiting for lock "X" '
+                                                       'in reservation r, held by drv (token ab12)'})
+        detail, f = csmutex_sidecar._csmutex_report(old, ["s3cret"])
+        self.assertEqual((f["holder"], f["holder_token"], f["waited"], f["holder_host"], f["tries"]),
+                         ("drv", "ab12", 1.2, None, None))
+        console = "08:00:01.5 ERR lock not obtained: lock \"X\" in reservation r is held by drv (token ab12) (-n)"
+        detail, f = csmutex_sidecar._csmutex_report(console, [])
+        self.assertEqual((f["holder"], f["holder_token"]), ("drv", "ab12"))
+        self.assertTrue(detail.startswith("lock not obtained"), detail)
 
 
 # -- the sidecar ---------------------------------------------------------------------------
@@ -465,11 +564,33 @@ class SidecarMutexTest(unittest.TestCase):
             self.assertIn("first-holder", e.detail)
             self.assertGreaterEqual(elapsed, 0.15)
             self.assertLess(elapsed, 3)
+            # The holder's record, as fields: here the sidecar itself holds for "first-holder".
+            self.assertEqual((e.holder_host, e.holder_pid), (socket.gethostname(), self.sidecar.proc.pid))
+            self.assertTrue(re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$", e.held_since or ""),
+                            e.held_since)
+            self.assertGreaterEqual(e.tries, 1)
             with self.assertRaises(LockNotObtained) as cm:
                 self.mutex("PY-BUSY", timeout=0).acquire()
             self.assertEqual(cm.exception.kind, "locked")
             self.assertEqual(cm.exception.holder, "first-holder")
+            self.assertEqual((cm.exception.tries, cm.exception.holder_token), (1, e.holder_token))
+            self.assertEqual(cm.exception.held_since, e.held_since)
             self.assertTrue(first.held)
+
+    def test_sandbox_messages_reach_the_output_window(self):
+        before = len(_messages())
+        with self.mutex("PY-MSG", owner="msg-holder"):
+            with self.assertRaises(LockNotObtained):
+                self.mutex("PY-MSG", owner="msg-waiter", timeout=0.3, sandbox_messages=True).acquire()
+            with self.assertRaises(LockNotObtained):
+                self.mutex("PY-MSG", owner="quiet-waiter", timeout=0.3).acquire()
+        new = [m for m in _messages()[before:] if '"PY-MSG"' in m]
+        self.assertEqual(len(new), 1, new)  # the first try's; none from the quiet waiter
+        self.assertIn("held by msg-holder", new[0])
+        with self.assertRaises(SidecarError) as cm:
+            self.mutex("PY-MSG", sandbox_messages=1).acquire()  # under the 5 s minimum
+        self.assertEqual((cm.exception.status, cm.exception.kind), (400, "bad_request"))
+        self.assertIn("sandbox_messages", str(cm.exception))
 
     def test_closing_releases_at_once(self):
         m = self.mutex("PY-CLOSE")
@@ -592,7 +713,7 @@ class FromContextTest(unittest.TestCase):
             with self.assertRaises(SidecarError) as cm:
                 run_locked_from_context(make_context("bad-token-5678"), critical, 1, name="PY-CTX-RUN",
                                         csmutex=_bins["csmutex"])
-            self.assertEqual((cm.exception.exit_code, cm.exception.kind), (69, "unavailable"))
+            self.assertEqual((cm.exception.exit_code, cm.exception.kind), (77, "unauthorized"))
             self.assertNotIn("bad-token-5678", str(cm.exception))
             self.assertIn("admin token", str(cm.exception))
             self.assertFalse(re.search(r"\d\d:\d\d:\d\d", str(cm.exception)), str(cm.exception))
@@ -819,6 +940,12 @@ def _csmutex_run_ready():
     return _run_ready[0]
 
 
+def _run_has(flag):
+    p = subprocess.Popen([_bins["csmutex"], "run", "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = p.communicate()[0].decode("utf-8", "replace")
+    return flag in out
+
+
 class RunLockedTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -875,6 +1002,33 @@ class RunLockedTest(unittest.TestCase):
                 self.assertNotIn("ERR", str(e))
                 self.assertNotIn(PASSWORD, str(e))
                 self.assertIn("sidecar-holder", e.detail)
+
+    def test_not_obtained_carries_the_holders_record(self):
+        with SidecarMutex(_reservation, name="PY-RUN-FIELDS", address=self.sidecar.address, owner="rec-holder"):
+            with self.assertRaises(LockNotObtained) as cm:
+                run_locked(_reservation, lambda: None, name="PY-RUN-FIELDS", timeout=0.3, **self.kw())
+        e = cm.exception
+        if e.holder_host is None:
+            self.skipTest("this csmutex run's \"lock not obtained\" event has no holder_host field yet "
+                          "(the fallback to its text is tested above)")
+        self.assertEqual((e.holder, e.holder_host, e.holder_pid), ("rec-holder", socket.gethostname(),
+                                                                   self.sidecar.proc.pid))
+        self.assertTrue(e.held_since and e.tries >= 1 and 0.2 <= e.waited < 3, (e.held_since, e.tries, e.waited))
+
+    def test_sandbox_messages_and_poll_interval_flags(self):
+        missing = [f for f in ("--sandbox-messages", "--poll-interval") if not _run_has(f)]
+        if missing:
+            self.skipTest("this csmutex run has no %s yet (see `csmutex run --help`)" % " or ".join(missing))
+        before = len(_messages())
+        with SidecarMutex(_reservation, name="PY-RUN-MSG", address=self.sidecar.address, owner="run-holder"):
+            code = run_command(_reservation, [sys.executable, "-c", "pass"], name="PY-RUN-MSG", timeout=0.3,
+                               sandbox_messages=True, poll_interval=(0.5, 1), stderr=DEVNULL, **self.kw())
+        self.assertEqual(code, 75)
+        new = [m for m in _messages()[before:] if '"PY-RUN-MSG"' in m]
+        self.assertTrue(new and "held by run-holder" in new[0], new)
+        code = run_command(_reservation, [sys.executable, "-c", "pass"], name="PY-RUN-MSG", timeout=5,
+                           sandbox_messages="30s", poll_interval="1s-2s", stderr=DEVNULL, **self.kw())
+        self.assertEqual(code, 0)
 
     def test_console_logs_are_parsed_too(self):
         with SidecarMutex(_reservation, name="PY-RUN-CONSOLE", address=self.sidecar.address, owner="console-holder"):

@@ -48,10 +48,45 @@ type errorBody struct {
 	// unavailable, shutting_down, lost; from the guard (guard.go): forbidden,
 	// unauthenticated, unsupported_media_type.
 	Kind string `json:"kind"`
-	// Holder names who holds the lock (409), when it could be read.
-	Holder string `json:"holder,omitempty"`
-	Waited string `json:"waited,omitempty"`
+	// The holder fields (holderFields) name who holds the lock when the lock was not
+	// obtained (409, and 503 unavailable after waiting), when it could be read.
+	holderFields
+	// Waited (a Go duration string, kept for older clients) and WaitedMS (milliseconds)
+	// say how long the request waited; Tries how many attempts it made. Set when the lock
+	// was not obtained.
+	Waited   string   `json:"waited,omitempty"`
+	WaitedMS *float64 `json:"waited_ms,omitempty"`
+	Tries    int      `json:"tries,omitempty"`
 }
+
+// holderFields describe a lock's holder, as its owner record in CloudShell says: the
+// owner label, host and pid, the acquisition's token (not a capability: it is readable by
+// anyone who can see the reservation) and when it took the lock by its own clock.
+type holderFields struct {
+	Holder      string     `json:"holder,omitempty"`
+	HolderHost  string     `json:"holder_host,omitempty"`
+	HolderPID   int        `json:"holder_pid,omitempty"`
+	HolderToken string     `json:"holder_token,omitempty"`
+	HeldSince   *time.Time `json:"held_since,omitempty"`
+}
+
+func holderOf(o mutex.Owner) holderFields {
+	return holderFields{Holder: holderLabel(o), HolderHost: o.Host, HolderPID: o.PID, HolderToken: o.Token,
+		HeldSince: since(o)}
+}
+
+// since is o.Since in UTC, or nil when the record carries none (legacy holders, older
+// csmutex), so that the field is left out rather than shown as year 1.
+func since(o mutex.Owner) *time.Time {
+	if o.Since.IsZero() {
+		return nil
+	}
+	t := o.Since.UTC()
+	return &t
+}
+
+// ms is d in milliseconds, as the logs' *_ms fields carry it.
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -160,7 +195,9 @@ type acquireRequest struct {
 	Mode          string          `json:"mode"`
 	TTL           json.RawMessage `json:"ttl"`
 	Lease         json.RawMessage `json:"lease"`
-	CloudShell    *cloudshellJSON `json:"cloudshell"`
+	// SandboxMessages: false/true or an interval (parseSandboxMessages, limits.go).
+	SandboxMessages json.RawMessage `json:"sandbox_messages"`
+	CloudShell      *cloudshellJSON `json:"cloudshell"`
 }
 
 const maxLabelLen = 256
@@ -169,6 +206,7 @@ const maxLabelLen = 256
 type acquireParams struct {
 	resID, name, owner, mode string
 	timeout, ttl, lease      time.Duration
+	messages                 time.Duration // sandbox message interval; 0: none
 	creds                    Credentials
 }
 
@@ -234,6 +272,9 @@ func (s *Server) parseAcquire(w http.ResponseWriter, r *http.Request) (acquirePa
 	case set:
 		p.lease = lease
 	}
+	if p.messages, err = parseSandboxMessages(req.SandboxMessages); err != nil {
+		return p, err
+	}
 	creds, err := resolveCredentials(s.defaults, req.CloudShell)
 	if err != nil {
 		return p, err
@@ -241,6 +282,10 @@ func (s *Server) parseAcquire(w http.ResponseWriter, r *http.Request) (acquirePa
 	p.creds = creds
 	return p, nil
 }
+
+// Durations in responses: a "_ms" field is the number of milliseconds (a float, as the
+// logs' *_ms fields); the field without a suffix is the same duration as a Go duration
+// string for people ("1m30.5s"); "_seconds" fields are kept for older clients.
 
 // acquired is the answer to a successful acquire: the body in token mode, the first line
 // in stream mode.
@@ -252,16 +297,19 @@ type acquired struct {
 	Name          string     `json:"name"`
 	ReservationID string     `json:"reservation_id"`
 	Waited        string     `json:"waited"`
+	WaitedMS      float64    `json:"waited_ms"`
 	TTL           string     `json:"ttl,omitempty"`
+	TTLMS         float64    `json:"ttl_ms,omitempty"`
 	TTLSeconds    float64    `json:"ttl_seconds,omitempty"`
 	ExpiresAt     *time.Time `json:"expires_at,omitempty"`
 }
 
 // streamLine is every later line of a stream-mode response.
 type streamLine struct {
-	Status  string `json:"status"` // held, lost, released
-	HeldFor string `json:"held_for,omitempty"`
-	Error   string `json:"error,omitempty"`
+	Status  string   `json:"status"` // held, lost, released
+	HeldFor string   `json:"held_for,omitempty"`
+	HeldMS  *float64 `json:"held_ms,omitempty"`
+	Error   string   `json:"error,omitempty"`
 }
 
 func (s *Server) handleAcquire(w http.ResponseWriter, r *http.Request) {
@@ -285,7 +333,7 @@ func (s *Server) handleAcquire(w http.ResponseWriter, r *http.Request) {
 
 	log := s.log.With().Str("reservation", p.resID).Str("lock", p.name).Str("owner", p.owner).Str("mode", p.mode).Logger()
 
-	lock, err := s.lock(ctx, p)
+	lock, doneWithClient, err := s.lock(ctx, p)
 	waited := time.Since(realStart)
 	s.metrics.wait.Observe(waited.Seconds())
 	if err != nil {
@@ -293,19 +341,25 @@ func (s *Server) handleAcquire(w http.ResponseWriter, r *http.Request) {
 		body.Error = redact.String(body.Error, secrets...)
 		s.metrics.acquisitions.WithLabelValues(result).Inc()
 		if result == resultCanceled && r.Context().Err() != nil {
-			log.Info().Dur("waited", waited).Msg("client went away while waiting")
+			log.Info().Dur("waited_ms", waited).Msg("client went away while waiting")
 			return
 		}
-		if result == resultTimeout {
+		if body.Tries > 0 {
 			body.Waited = waited.Round(time.Millisecond).String()
+			waitedMS := ms(waited)
+			body.WaitedMS = &waitedMS
 		}
-		log.Info().Int("status", status).Str("kind", body.Kind).Str("error", body.Error).Msg("lock not obtained")
+		ev := log.Info().Int("status", status).Str("kind", body.Kind).Str("error", body.Error)
+		if body.Tries > 0 {
+			ev = ev.Str("holder", body.Holder).Dur("waited_ms", waited).Int("tries", body.Tries)
+		}
+		ev.Msg("lock not obtained")
 		writeError(w, status, body)
 		return
 	}
 	s.metrics.acquisitions.WithLabelValues(resultAcquired).Inc()
 	h := &hold{token: newHoldToken(), resID: p.resID, name: p.name, owner: p.owner, mode: p.mode,
-		lock: lock, acquired: start, ttl: p.ttl, ended: make(chan struct{})}
+		lock: lock, acquired: start, ttl: p.ttl, doneWithClient: doneWithClient, ended: make(chan struct{})}
 	if p.mode == ModeToken {
 		h.expires = s.now().Add(p.ttl)
 	}
@@ -314,17 +368,17 @@ func (s *Server) handleAcquire(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, errorBody{Error: "the sidecar is shutting down", Kind: "shutting_down"})
 		return
 	}
-	log.Info().Dur("waited", waited).Msg("lock acquired")
+	log.Info().Dur("waited_ms", waited).Msg("lock acquired")
 	if r.Context().Err() != nil {
 		// The client left just as the lock came: nobody will ever use or release it.
 		s.release(h, "released", "the client went away")
 		return
 	}
 	resp := acquired{Status: "acquired", Token: h.token, Mode: h.mode, Owner: h.owner, Name: h.name,
-		ReservationID: h.resID, Waited: waited.Round(time.Millisecond).String()}
+		ReservationID: h.resID, Waited: waited.Round(time.Millisecond).String(), WaitedMS: ms(waited)}
 	if p.mode == ModeToken {
 		exp := h.expires.UTC()
-		resp.TTL, resp.TTLSeconds, resp.ExpiresAt = p.ttl.String(), p.ttl.Seconds(), &exp
+		resp.TTL, resp.TTLMS, resp.TTLSeconds, resp.ExpiresAt = p.ttl.String(), ms(p.ttl), p.ttl.Seconds(), &exp
 		go s.watchToken(h)
 		writeJSON(w, http.StatusOK, resp)
 		return
@@ -332,22 +386,42 @@ func (s *Server) handleAcquire(w http.ResponseWriter, r *http.Request) {
 	s.stream(w, r, h, resp, secrets)
 }
 
-// lock makes the acquisition: one attempt for a zero timeout, else waits up to it.
-func (s *Server) lock(ctx context.Context, p acquireParams) (*mutex.Lock, error) {
-	api, err := s.clients.get(ctx, p.creds)
+// lock makes the acquisition: one attempt for a zero timeout, else waits up to it. With
+// the lock comes the function that gives back its CloudShell client once the lock is
+// released; the client stays cached (clients.go) at least until then.
+func (s *Server) lock(ctx context.Context, p acquireParams) (*mutex.Lock, func(), error) {
+	api, doneWithClient, err := s.clients.get(ctx, p.creds)
 	if err != nil {
-		return nil, &logon.Error{Addr: p.creds.addr(), As: logon.Who(p.creds.User, p.creds.Token), Err: err}
+		return nil, nil, &logon.Error{Addr: p.creds.addr(), As: logon.Who(p.creds.User, p.creds.Token), Err: err}
 	}
+	w := &waiting{resID: p.resID, name: p.name, owner: p.owner, since: s.now()}
+	done := s.reg.wait(w)
+	defer done()
+	m := s.newMutex(api, p, w)
+	var lock *mutex.Lock
+	if p.timeout == 0 {
+		lock, err = m.TryLock(ctx)
+	} else {
+		lock, err = m.Lock(ctx)
+	}
+	if err != nil {
+		doneWithClient()
+		return nil, nil, err
+	}
+	return lock, doneWithClient, nil
+}
+
+// newMutex is the one place a request's mutex is made: the request's name, owner, lease,
+// wait limit and sandbox messages over the server's options, and an observer that keeps
+// w's view of the holder current for GET /v1/locks.
+func (s *Server) newMutex(api mutex.API, p acquireParams, w *waiting) *mutex.Mutex {
 	opts := append([]mutex.Option{mutex.WithLogger(s.log)}, s.mutexOpts...)
 	opts = append(opts, mutex.WithName(p.name), mutex.WithOwner(p.owner), mutex.WithLease(p.lease),
-		mutex.WithWaitLimit(p.timeout))
-	m := mutex.New(api, p.resID, opts...)
-	done := s.reg.wait(&waiting{resID: p.resID, name: p.name, owner: p.owner, since: s.now()})
-	defer done()
-	if p.timeout == 0 {
-		return m.TryLock(ctx)
+		mutex.WithWaitLimit(p.timeout), mutex.WithObserver(func(ev mutex.WaitEvent) { s.reg.observe(w, ev) }))
+	if p.messages > 0 {
+		opts = append(opts, mutex.WithSandboxMessages(p.messages))
 	}
-	return m.Lock(ctx)
+	return mutex.New(api, p.resID, opts...)
 }
 
 // classify maps an acquisition failure to the response. The choices:
@@ -369,11 +443,12 @@ func (s *Server) classify(err error, r *http.Request) (int, errorBody, string) {
 	var de *logon.Error
 	switch {
 	case errors.As(err, &le):
-		return http.StatusConflict, errorBody{Error: err.Error(), Kind: "locked", Holder: holderLabel(le.Holder)}, resultTimeout
+		// TryLock: one attempt.
+		return http.StatusConflict, errorBody{Error: err.Error(), Kind: "locked", holderFields: holderOf(le.Holder), Tries: 1}, resultTimeout
 	case errors.As(err, &te) && te.Unavailable:
-		return http.StatusServiceUnavailable, errorBody{Error: err.Error(), Kind: "unavailable", Holder: holderLabel(te.Holder)}, resultError
+		return http.StatusServiceUnavailable, errorBody{Error: err.Error(), Kind: "unavailable", holderFields: holderOf(te.Holder), Tries: te.Tries}, resultError
 	case errors.As(err, &te):
-		return http.StatusConflict, errorBody{Error: err.Error(), Kind: "timeout", Holder: holderLabel(te.Holder)}, resultTimeout
+		return http.StatusConflict, errorBody{Error: err.Error(), Kind: "timeout", holderFields: holderOf(te.Holder), Tries: te.Tries}, resultTimeout
 	case s.base.Err() != nil:
 		return http.StatusServiceUnavailable, errorBody{Error: "the sidecar is shutting down", Kind: "shutting_down"}, resultCanceled
 	case r.Context().Err() != nil || errors.Is(err, context.Canceled):
@@ -459,7 +534,9 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, h *hold, first a
 			ended()
 			return
 		case <-t.C:
-			if err := send(streamLine{Status: "held", HeldFor: s.now().Sub(h.acquired).Round(time.Second).String()}); err != nil {
+			held := s.now().Sub(h.acquired)
+			heldMS := ms(held)
+			if err := send(streamLine{Status: "held", HeldFor: held.Round(time.Second).String(), HeldMS: &heldMS}); err != nil {
 				s.release(h, "released", "writing to the client failed")
 				return
 			}
@@ -498,6 +575,7 @@ func (s *Server) tokenGone(w http.ResponseWriter, token string) {
 type keepaliveResponse struct {
 	Mode       string     `json:"mode"`
 	TTL        string     `json:"ttl,omitempty"`
+	TTLMS      float64    `json:"ttl_ms,omitempty"`
 	TTLSeconds float64    `json:"ttl_seconds,omitempty"`
 	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
 }
@@ -515,14 +593,15 @@ func (s *Server) handleKeepalive(w http.ResponseWriter, r *http.Request) {
 	resp := keepaliveResponse{Mode: h.mode}
 	if h.mode == ModeToken {
 		e := exp.UTC()
-		resp.TTL, resp.TTLSeconds, resp.ExpiresAt = h.ttl.String(), h.ttl.Seconds(), &e
+		resp.TTL, resp.TTLMS, resp.TTLSeconds, resp.ExpiresAt = h.ttl.String(), ms(h.ttl), h.ttl.Seconds(), &e
 	}
 	writeJSON(w, http.StatusOK, resp)
 }
 
 type releaseResponse struct {
-	Released bool   `json:"released"`
-	HeldFor  string `json:"held_for"`
+	Released bool    `json:"released"`
+	HeldFor  string  `json:"held_for"`
+	HeldMS   float64 `json:"held_ms"`
 }
 
 func (s *Server) handleRelease(w http.ResponseWriter, r *http.Request) {
@@ -545,7 +624,7 @@ func (s *Server) handleRelease(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		writeError(w, http.StatusBadGateway, errorBody{Error: s.scrub(err.Error()), Kind: "unavailable"})
 	default:
-		writeJSON(w, http.StatusOK, releaseResponse{Released: true, HeldFor: heldFor.Round(time.Millisecond).String()})
+		writeJSON(w, http.StatusOK, releaseResponse{Released: true, HeldFor: heldFor.Round(time.Millisecond).String(), HeldMS: ms(heldFor)})
 	}
 }
 

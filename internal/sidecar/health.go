@@ -63,7 +63,9 @@ func (s *Server) LogOn(ctx context.Context) error {
 	if !s.hasDefaults() {
 		return nil
 	}
-	if _, err := s.clients.get(ctx, s.defaults); err != nil {
+	_, done, err := s.clients.get(ctx, s.defaults)
+	done()
+	if err != nil {
 		return &scrubbedError{msg: s.scrub(err.Error()), err: err}
 	}
 	return nil

@@ -16,7 +16,10 @@ type instrumentedAPI struct {
 	m    *metrics
 }
 
-var _ mutex.API = (*instrumentedAPI)(nil)
+var (
+	_ mutex.API           = (*instrumentedAPI)(nil)
+	_ mutex.MessageWriter = (*instrumentedAPI)(nil)
+)
 
 func (m *metrics) instrument(api mutex.API) mutex.API { return &instrumentedAPI{next: api, m: m} }
 
@@ -95,5 +98,21 @@ func (a *instrumentedAPI) GetSandboxData(ctx context.Context, reservationID stri
 func (a *instrumentedAPI) SetSandboxData(ctx context.Context, reservationID string, values []cloudshell.SandboxDataKeyValue) error {
 	err := a.next.SetSandboxData(ctx, reservationID, values)
 	a.observe("SetSandboxData", err)
+	return err
+}
+
+// errNoOutputWindow: the client cannot write to the Output window (a DialFunc's own API
+// without the method). The mutex only logs a failed message.
+var errNoOutputWindow = errors.New("sidecar: this CloudShell client cannot write to the reservation's Output window")
+
+// WriteMessageToReservationOutput passes sandbox messages (mutex.WithSandboxMessages)
+// through: without it the wrapper would hide the client's mutex.MessageWriter.
+func (a *instrumentedAPI) WriteMessageToReservationOutput(ctx context.Context, reservationID, message string) error {
+	mw, ok := a.next.(mutex.MessageWriter)
+	if !ok {
+		return errNoOutputWindow
+	}
+	err := mw.WriteMessageToReservationOutput(ctx, reservationID, message)
+	a.observe("WriteMessageToReservationOutput", err)
 	return err
 }

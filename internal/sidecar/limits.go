@@ -24,6 +24,19 @@ const (
 	// holder that a person must look at; failing with the holder's name says so. It also
 	// keeps every duration far from time.Duration's overflow (about 292 years).
 	MaxTimeout = 24 * time.Hour
+	// DefaultSandboxMessageEvery is the interval of "sandbox_messages": true, as of
+	// `csmutex run --sandbox-messages`: the first line comes at once, so a person watching
+	// the Output window learns at once that the command waits and for whom; after that a
+	// line a minute says it still does, and a five-minute wait writes six lines, not a
+	// screenful.
+	DefaultSandboxMessageEvery = time.Minute
+	// MinSandboxMessageEvery, as csmutex run's: the Output window belongs to the sandbox's
+	// end user and shows the driver's own output too; lines every second or two would
+	// scroll that away, each one more CloudShell call per waiting driver.
+	MinSandboxMessageEvery = 5 * time.Second
+	// MaxSandboxMessageEvery: no wait lasts longer than MaxTimeout, so a longer interval
+	// means the same as MaxTimeout (one line when the wait starts, one when it ends).
+	MaxSandboxMessageEvery = MaxTimeout
 )
 
 // parseDurationIn is parseDuration with a range: a value outside [lo, hi], including one
@@ -41,6 +54,28 @@ func parseDurationIn(field string, raw json.RawMessage, lo, hi time.Duration, no
 		return 0, false, rangeError(field, raw, lo, hi, note)
 	}
 	return d, set, nil
+}
+
+// parseSandboxMessages reads an acquire request's "sandbox_messages": absent, null, false
+// or 0 is off; true is DefaultSandboxMessageEvery; a duration (as parseDuration reads it)
+// is the interval, within [MinSandboxMessageEvery, MaxSandboxMessageEvery].
+func parseSandboxMessages(raw json.RawMessage) (time.Duration, error) {
+	const field = "sandbox_messages"
+	switch strings.TrimSpace(string(raw)) {
+	case "", "null", "false":
+		return 0, nil
+	case "true":
+		return DefaultSandboxMessageEvery, nil
+	}
+	const note = " (or false, 0: off)"
+	d, _, err := parseDuration(field, raw)
+	switch {
+	case errors.Is(err, errOutOfRange), err == nil && d != 0 && (d < MinSandboxMessageEvery || d > MaxSandboxMessageEvery):
+		return 0, rangeError(field, raw, MinSandboxMessageEvery, MaxSandboxMessageEvery, note)
+	case err != nil:
+		return 0, fmt.Errorf(`%s must be true, false or an interval such as "30s" (a number is seconds)`, field)
+	}
+	return d, nil
 }
 
 func rangeError(field string, raw json.RawMessage, lo, hi time.Duration, note string) error {

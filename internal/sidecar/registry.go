@@ -26,6 +26,9 @@ type hold struct {
 	lock     *mutex.Lock
 	acquired time.Time
 	ttl      time.Duration // token mode
+	// doneWithClient gives back the hold's reference to its CloudShell client (clients.go)
+	// once the lock is released.
+	doneWithClient func()
 
 	// guarded by registry.mu
 	expires time.Time // token mode: released when the sidecar's clock passes it
@@ -41,6 +44,10 @@ type hold struct {
 type waiting struct {
 	resID, name, owner string
 	since              time.Time
+
+	// guarded by registry.mu: what the latest attempt learned (observe)
+	holder mutex.Owner
+	tries  int
 }
 
 // registry tracks holds by token and waiting requests. A hold leaves the registry exactly
@@ -153,32 +160,61 @@ func (r *registry) wait(w *waiting) (done func()) {
 	}
 }
 
+// observe records what a waiting request's latest attempt learned (mutex.WithObserver).
+func (r *registry) observe(w *waiting, ev mutex.WaitEvent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !ev.Holder.IsZero() {
+		w.holder = ev.Holder
+	}
+	w.tries = ev.Tries
+}
+
 func (r *registry) counts() (held, waiting int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.holds), len(r.waits)
 }
 
-// HeldLock and WaitingLock are the entries of GET /v1/locks. Tokens are never listed.
+// HeldLock is a lock the sidecar holds, in GET /v1/locks. Tokens (the sidecar's hold
+// tokens and the lock's owner token) are never listed.
 type HeldLock struct {
 	ReservationID string    `json:"reservation_id"`
 	Name          string    `json:"name"`
 	Owner         string    `json:"owner"`
 	Mode          string    `json:"mode"`
-	Since         time.Time `json:"since"`
+	Since         time.Time `json:"since"` // when the sidecar got the lock, by its clock
 	HeldFor       string    `json:"held_for"`
-	HeldSeconds   float64   `json:"held_seconds"`
+	HeldMS        float64   `json:"held_ms"`
+	// HeldSeconds is HeldMS in seconds, kept for older clients.
+	HeldSeconds float64 `json:"held_seconds"`
+	// HeldSince, HolderHost and HolderPID are as the lock's owner record in CloudShell
+	// says, as a waiter elsewhere sees them.
+	HeldSince  *time.Time `json:"held_since,omitempty"`
+	HolderHost string     `json:"holder_host,omitempty"`
+	HolderPID  int        `json:"holder_pid,omitempty"`
 	// ExpiresAt is set in token mode: the sidecar releases the lock then unless kept alive.
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 }
 
+// WaitingLock is an acquire request still waiting, in GET /v1/locks.
 type WaitingLock struct {
-	ReservationID  string    `json:"reservation_id"`
-	Name           string    `json:"name"`
-	Owner          string    `json:"owner"`
-	Since          time.Time `json:"since"`
-	WaitingFor     string    `json:"waiting_for"`
-	WaitingSeconds float64   `json:"waiting_seconds"`
+	ReservationID string    `json:"reservation_id"`
+	Name          string    `json:"name"`
+	Owner         string    `json:"owner"`
+	Since         time.Time `json:"since"`
+	WaitingFor    string    `json:"waiting_for"`
+	WaitingMS     float64   `json:"waiting_ms"`
+	// WaitingSeconds is WaitingMS in seconds, kept for older clients.
+	WaitingSeconds float64 `json:"waiting_seconds"`
+	// Holder, HolderHost, HolderPID and HeldSince name whom it waits for, from its latest
+	// attempt's reading of the owner record (absent until it has read one); Tries counts
+	// its attempts so far.
+	Holder     string     `json:"holder,omitempty"`
+	HolderHost string     `json:"holder_host,omitempty"`
+	HolderPID  int        `json:"holder_pid,omitempty"`
+	HeldSince  *time.Time `json:"held_since,omitempty"`
+	Tries      int        `json:"tries,omitempty"`
 }
 
 // Locks is the body of GET /v1/locks.
@@ -193,8 +229,10 @@ func (r *registry) snapshot(now time.Time) Locks {
 	out := Locks{Held: []HeldLock{}, Waiting: []WaitingLock{}}
 	for _, h := range r.holds {
 		d := now.Sub(h.acquired)
+		o := h.lock.Owner()
 		e := HeldLock{ReservationID: h.resID, Name: h.name, Owner: h.owner, Mode: h.mode,
-			Since: h.acquired.UTC(), HeldFor: d.Round(time.Millisecond).String(), HeldSeconds: d.Seconds()}
+			Since: h.acquired.UTC(), HeldFor: d.Round(time.Millisecond).String(), HeldMS: ms(d), HeldSeconds: d.Seconds(),
+			HeldSince: since(o), HolderHost: o.Host, HolderPID: o.PID}
 		if h.mode == ModeToken {
 			t := h.expires.UTC()
 			e.ExpiresAt = &t
@@ -204,7 +242,9 @@ func (r *registry) snapshot(now time.Time) Locks {
 	for _, w := range r.waits {
 		d := now.Sub(w.since)
 		out.Waiting = append(out.Waiting, WaitingLock{ReservationID: w.resID, Name: w.name, Owner: w.owner,
-			Since: w.since.UTC(), WaitingFor: d.Round(time.Millisecond).String(), WaitingSeconds: d.Seconds()})
+			Since: w.since.UTC(), WaitingFor: d.Round(time.Millisecond).String(), WaitingMS: ms(d), WaitingSeconds: d.Seconds(),
+			Holder: holderLabel(w.holder), HolderHost: w.holder.Host, HolderPID: w.holder.PID, HeldSince: since(w.holder),
+			Tries: w.tries})
 	}
 	sort.Slice(out.Held, func(i, j int) bool { return out.Held[i].Since.Before(out.Held[j].Since) })
 	sort.Slice(out.Waiting, func(i, j int) bool { return out.Waiting[i].Since.Before(out.Waiting[j].Since) })

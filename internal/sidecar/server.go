@@ -63,7 +63,8 @@ func WithSweep(d time.Duration) Option { return func(s *Server) { s.sweep = d } 
 // WithDefaultTTL sets the token-mode ttl used when a request names none.
 func WithDefaultTTL(d time.Duration) Option { return func(s *Server) { s.defaultTTL = d } }
 
-// WithClock replaces the clock token-mode expiry is judged by (tests).
+// WithClock replaces the clock token-mode expiry and the idleness of cached CloudShell
+// clients are judged by (tests).
 func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
 
 // WithLogger sets the logger (default: none). Secrets are never logged.
@@ -140,7 +141,7 @@ func New(opts ...Option) *Server {
 		s.defaultTTL = DefaultTTL
 	}
 	s.metrics = newMetrics(s)
-	s.clients = newClientCache(s.trackDial(s.dial), s.metrics.instrument)
+	s.clients = newClientCache(s.trackDial(s.dial), s.metrics.instrument, s.now, s.dropClient)
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	s.handler = s.guard(s.routes())
 	go s.sweeper()
@@ -228,6 +229,7 @@ func (s *Server) finish(h *hold, status, reason string) error {
 		s.remember(h.token, reason)
 	}
 	err := h.lock.Unlock(context.Background())
+	h.doneWithClient()
 	held := s.now().Sub(h.acquired)
 	s.metrics.hold.Observe(held.Seconds())
 	ev := s.log.Info()
@@ -235,7 +237,7 @@ func (s *Server) finish(h *hold, status, reason string) error {
 		ev = s.log.Error().Err(err)
 	}
 	ev.Str("reservation", h.resID).Str("lock", h.name).Str("owner", h.owner).Str("mode", h.mode).
-		Dur("held", held).Str("why", reason).Msg("lock released")
+		Dur("held_ms", held).Str("why", reason).Msg("lock released")
 	h.endStatus, h.endReason = status, reason
 	close(h.ended)
 	return err
@@ -255,7 +257,8 @@ func (s *Server) forget(token string) (string, bool) {
 	return g.reason, ok
 }
 
-// sweeper releases token-mode holds whose keepalive did not come in time.
+// sweeper releases token-mode holds whose keepalive did not come in time, forgets old
+// tokens and drops idle CloudShell clients.
 func (s *Server) sweeper() {
 	defer close(s.sweepDone)
 	t := time.NewTicker(s.sweep)
@@ -270,7 +273,7 @@ func (s *Server) sweeper() {
 		for _, h := range s.reg.expired(now) {
 			if s.reg.remove(h) {
 				s.log.Warn().Str("reservation", h.resID).Str("lock", h.name).Str("owner", h.owner).
-					Dur("ttl", h.ttl).Msg("token hold expired without keepalive; releasing")
+					Dur("ttl_ms", h.ttl).Msg("token hold expired without keepalive; releasing")
 				_ = s.finish(h, "lost", "expired: no keepalive within the ttl ("+h.ttl.String()+"); the lock was released")
 			}
 		}
@@ -281,6 +284,7 @@ func (s *Server) sweeper() {
 			}
 		}
 		s.goneMu.Unlock()
+		s.clients.evict()
 	}
 }
 

@@ -1,5 +1,5 @@
 // Command gen writes Mutex_Package.zip from the package sources (run by go generate in
-// package/). The output is byte-for-byte reproducible.
+// mutexpkg/). The output is byte-for-byte reproducible.
 package main
 
 import (
@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"os"
 
-	mutexpkg "github.com/csmutex/csmutex/package"
+	"github.com/csmutex/csmutex/mutexpkg"
 )
 
 func main() {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	mutexpkg "github.com/csmutex/csmutex/package"
+	"github.com/csmutex/csmutex/mutexpkg"
 )
 
 // The committed zip is what customers import; it must be exactly what the sources build.
@@ -23,7 +23,7 @@ func TestCommittedZipMatchesSources(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(committed, built) {
-		t.Fatal("Mutex_Package.zip is stale: run `go generate ./package/` and commit the result")
+		t.Fatal("Mutex_Package.zip is stale: run `go generate ./mutexpkg/` and commit the result")
 	}
 	again, _ := mutexpkg.Zip()
 	if !bytes.Equal(built, again) {

@@ -9,6 +9,9 @@ import _ "embed"
 
 // Names shared with the public Reservation-Mutex-Lock package. Existing Python drivers add
 // services with exactly these names, so changing any of them breaks interoperability.
+// They are defined here only: package mutex's DefaultServiceModel and OwnerAttribute are
+// these constants, and a test checks them against the data model below. This package
+// imports nothing of csmutex, so that mutex can import it.
 const (
 	FamilyName    = "Mutex Service Family"
 	ModelName     = "Mutex Service"

@@ -9,14 +9,14 @@ import (
 	"github.com/csmutex/csmutex/internal/testenv"
 	"github.com/csmutex/csmutex/mockapi"
 	"github.com/csmutex/csmutex/mutex"
-	mutexpkg "github.com/csmutex/csmutex/package"
+	"github.com/csmutex/csmutex/mutexpkg"
 )
 
-// "Mutex Service" and "Mutex Owner" are written in three places: this package's data model
-// (what customers import, and what the mock CloudShell loads), this package's constants, and
-// package mutex's defaults (what drivers add and read). If they differed, csmutex would add
-// a service the imported package does not define, or read its owner from an attribute the
-// model does not have.
+// "Mutex Service" and "Mutex Owner" are defined once, as this package's constants, and
+// written once more in its data model (what customers import, and what the mock CloudShell
+// loads). Package mutex's defaults (what drivers add and read) must be those constants and
+// the data model must define them: otherwise csmutex would add a service the imported
+// package does not define, or read its owner from an attribute the model does not have.
 func TestNamesAgreeWithMutex(t *testing.T) {
 	if mutexpkg.ModelName != mutex.DefaultServiceModel {
 		t.Errorf("ModelName %q, mutex.DefaultServiceModel %q", mutexpkg.ModelName, mutex.DefaultServiceModel)
