@@ -87,6 +87,7 @@ type Server struct {
 
 	callsMu sync.Mutex
 	calls   map[string]int
+	byCli   map[[2]string]int // (client, method) → requests
 
 	mu           sync.Mutex
 	users        map[string]*user
@@ -116,6 +117,7 @@ func New(opts ...Option) *Server {
 		models:       map[string]*serviceModel{},
 		faults:       newFaults(cfg.seed),
 		calls:        map[string]int{},
+		byCli:        map[[2]string]int{},
 		users:        map[string]*user{},
 		sessions:     map[string]*session{},
 		reservations: map[string]*reservation{},
@@ -186,9 +188,25 @@ func (s *Server) Calls(method string) int {
 	return n
 }
 
-func (s *Server) countCall(method string) {
+// CallsBy returns how many requests for method ("" = all methods) client sent, whatever
+// their outcome. The client is the MachineName the caller logged on with, without the
+// ":port" suffix the reference client appends.
+func (s *Server) CallsBy(client, method string) int {
+	s.callsMu.Lock()
+	defer s.callsMu.Unlock()
+	n := 0
+	for k, c := range s.byCli {
+		if k[0] == client && (method == "" || k[1] == method) {
+			n += c
+		}
+	}
+	return n
+}
+
+func (s *Server) countCall(client, method string) {
 	s.callsMu.Lock()
 	s.calls[method]++
+	s.byCli[[2]string{client, method}]++
 	s.callsMu.Unlock()
 }
 
@@ -267,7 +285,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	method := strings.TrimPrefix(r.URL.Path, apiPrefix)
 	auth := parseAuthorization(r.Header.Get("Authorization"))
-	s.countCall(method)
+	s.countCall(auth.client(), method)
 	ev := func(outcome string, status int) {
 		s.cfg.log.Info().
 			Str("method", method).

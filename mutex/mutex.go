@@ -98,14 +98,25 @@ func (m *Mutex) acquire(parent context.Context, wait bool) (*Lock, error) {
 	backoff := m.cfg.retry()
 	w := newWaiter(m)
 	prog := m.newProgress(start)
+	var q *room
+	if wait {
+		q = m.newRoom()
+	}
+	defer func() { q.leave(ctx) }() // however the wait ends (a holder has left already: q is nil)
+	q.queueFirst(ctx)
 	var (
 		holder, announced Owner
 		last              error
 		immediate         int
 	)
 	for tries := 1; ; tries++ {
-		out, err := m.attempt(ctx, w, wait)
+		out, err := m.try(ctx, w, q, wait)
 		if out.lock != nil {
+			if tries > 1 || q.position() > 0 {
+				m.sawContention()
+			}
+			go q.leave(context.WithoutCancel(ctx)) // the next waiter's turn; not on our critical path
+			q = nil
 			prog.acquired(ctx)
 			m.cfg.log.Info().Str("lock", m.cfg.name).Str("reservation", m.resID).Str("owner", out.lock.owner.String()).
 				Int("tries", tries).Dur("waited_ms", m.cfg.clock.Now().Sub(start)).Msg("lock acquired")
@@ -125,6 +136,7 @@ func (m *Mutex) acquire(parent context.Context, wait bool) (*Lock, error) {
 		}
 		if !out.holder.IsZero() {
 			holder = out.holder
+			q.join(ctx) // held by someone else: take a ticket
 		}
 		if !wait {
 			if err != nil {
@@ -132,12 +144,13 @@ func (m *Mutex) acquire(parent context.Context, wait bool) (*Lock, error) {
 			}
 			return nil, &LockedError{Name: m.cfg.name, Holder: holder}
 		}
-		prog.waiting(ctx, holder, tries, err)
+		q.refresh(ctx)
+		prog.waiting(ctx, holder, tries, q.position(), err)
 		if holder != announced && !holder.IsZero() {
 			announced = holder
 			m.cfg.log.Info().Str("lock", m.cfg.name).Str("reservation", m.resID).Str("holder", holder.String()).Msg("waiting for lock")
 		}
-		if out.retryNow && immediate < maxImmediateRetries {
+		if out.retryNow && immediate < maxImmediateRetries && !q.behind() {
 			immediate++
 			continue
 		}
@@ -145,6 +158,9 @@ func (m *Mutex) acquire(parent context.Context, wait bool) (*Lock, error) {
 		next, stop := backoff.Next()
 		if stop {
 			return nil, m.timeout(parent, start, tries, holder, last)
+		}
+		if q != nil {
+			next = q.interval(next)
 		}
 		select {
 		case <-m.cfg.clock.After(next):
@@ -154,6 +170,20 @@ func (m *Mutex) acquire(parent context.Context, wait bool) (*Lock, error) {
 			return nil, m.stopped(parent, start, tries, holder, nil, last)
 		}
 	}
+}
+
+// try is one turn of a waiter: a waiter behind others in the waiting room reads the room
+// (and tries the lock at once if that made it the head); anyone else tries the lock. A room
+// that cannot be read means trying the lock, and so does a waiter's periodic look at the
+// holder (once per its staleness period): the room is never what a wait depends on, and a
+// stale holder is found out by every waiter, not only by the head.
+func (m *Mutex) try(ctx context.Context, w *waiter, q *room, wait bool) (outcome, error) {
+	if q.behind() && !w.readDue() {
+		if err := q.read(ctx); err == nil && q.behind() {
+			return outcome{holder: w.lastHolder}, nil
+		}
+	}
+	return m.attempt(ctx, w, wait)
 }
 
 // stopped is the error for a wait that ctx ended: the caller's cancellation, or a timeout

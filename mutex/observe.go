@@ -15,6 +15,9 @@ type WaitEvent struct {
 	HolderFor time.Duration
 	Waited    time.Duration // since Lock was called
 	Tries     int
+	// Position is this waiter's place in the waiting room (1: next to try), 0 when it is not
+	// queued (WithQueue(false), the room full or failing, or before the first collision).
+	Position int
 	// Err is the last attempt's failure when CloudShell was failing (class Unavailable),
 	// nil when the lock was simply held.
 	Err error
@@ -55,13 +58,13 @@ type progress struct {
 func (m *Mutex) newProgress(start time.Time) *progress { return &progress{m: m, start: start} }
 
 // waiting reports an attempt that did not get the lock.
-func (p *progress) waiting(ctx context.Context, holder Owner, tries int, err error) {
+func (p *progress) waiting(ctx context.Context, holder Owner, tries, position int, err error) {
 	m := p.m
 	now := m.cfg.clock.Now()
 	if !holder.IsZero() && holder.Raw != p.holder.Raw {
 		p.holder, p.holderSince = holder, now
 	}
-	ev := WaitEvent{Name: m.cfg.name, Holder: p.holder, Waited: now.Sub(p.start), Tries: tries, Err: err}
+	ev := WaitEvent{Name: m.cfg.name, Holder: p.holder, Waited: now.Sub(p.start), Tries: tries, Position: position, Err: err}
 	if !p.holder.IsZero() {
 		ev.HolderFor = now.Sub(p.holderSince)
 	}

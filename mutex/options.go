@@ -53,6 +53,7 @@ type config struct {
 	observer       func(WaitEvent)
 	messageEvery   time.Duration
 	cohort         *CohortBound
+	noQueue        bool
 	host           string
 	pid            int
 }

@@ -59,7 +59,7 @@ func newWaiter(m *Mutex) *waiter {
 // attempt costs one call, the add.
 func (w *waiter) contended(ctx context.Context, wait bool) (outcome, error) {
 	m := w.m
-	if wait && len(w.pending) == 0 && !w.lastRead.IsZero() && m.cfg.clock.Now().Sub(w.lastRead) < w.rereadAfter() {
+	if wait && len(w.pending) == 0 && !w.readDue() {
 		return outcome{holder: w.lastHolder}, nil
 	}
 	d, err := m.api.GetReservationDetails(ctx, m.resID, true)
@@ -86,6 +86,11 @@ func (w *waiter) contended(ctx context.Context, wait bool) (outcome, error) {
 		return outcome{holder: holder, retryNow: broke}, nil
 	}
 	return outcome{holder: holder}, nil
+}
+
+// readDue reports whether the holder should be read again (rereadAfter).
+func (w *waiter) readDue() bool {
+	return w.lastRead.IsZero() || w.m.cfg.clock.Now().Sub(w.lastRead) >= w.rereadAfter()
 }
 
 // rereadAfter is how long a waiter goes on trusting its last read of the holder: the

@@ -72,6 +72,7 @@ type Stats struct {
 	Faults       map[string]int // faults injected, by kind
 	Late         int            // writes applied long after their sender gave up
 	Excused      int            // violations the protocol documents as outside its reach
+	RoomLeft     int            // waiting-room entries left non-empty at the end (crashed waiters, late writes)
 }
 
 func newChecker(w *World) *Checker {

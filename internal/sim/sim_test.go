@@ -78,9 +78,10 @@ func TestSimulation(t *testing.T) {
 	}
 	elapsed := time.Since(started)
 	t.Logf("%d seeds in %s (%.0f seeds/s): %d acquisitions, %d critical sections, %d calls, faults %v, "+
-		"%d lost, %d timeouts, %d other failures, %d late writes, %d excused, longest final recovery %s",
+		"%d lost, %d timeouts, %d other failures, %d late writes, %d excused, longest final recovery %s, "+
+		"%d waiting-room entries left by crashed waiters or late writes",
 		n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), total.Acquisitions, total.Sections, total.Calls,
-		total.Faults, total.Lost, total.Timeouts, total.Failed, total.Late, excused, recovery)
+		total.Faults, total.Lost, total.Timeouts, total.Failed, total.Late, excused, recovery, total.RoomLeft)
 	if len(failed) > 0 {
 		t.Errorf("%d of %d seeds failed: %v", len(failed), n, failed[:min(len(failed), 40)])
 	}
@@ -95,6 +96,7 @@ func add(t *sim.Stats, s sim.Stats) {
 	t.LegacyGaveUp += s.LegacyGaveUp
 	t.Calls += s.Calls
 	t.Late += s.Late
+	t.RoomLeft += s.RoomLeft
 	for k, v := range s.Faults {
 		t.Faults[k] += v
 	}

@@ -149,6 +149,23 @@ func (w *World) finalAcquire(res *Result, crashes int) {
 		w.check.violate(time.Now(), "liveness", fmt.Sprintf("the final process did not get the lock within %s after everyone stopped: %v", bound, err))
 		w.check.mu.Unlock()
 	}
+	// The waiting room is bounded whatever happened: at most 64 keys per lock name.
+	keys := 0
+	for _, kv := range w.server.getData() {
+		if strings.HasPrefix(kv.Key, "csmutex.queue.") {
+			keys++
+			if kv.Value != "" {
+				w.check.mu.Lock()
+				w.check.stats.RoomLeft++
+				w.check.mu.Unlock()
+			}
+		}
+	}
+	if keys > 64 {
+		w.check.mu.Lock()
+		w.check.violate(time.Now(), "room", fmt.Sprintf("%d waiting-room keys in sandbox data, more than the bound of 64", keys))
+		w.check.mu.Unlock()
+	}
 	res.Leftover = w.server.Aliases()
 	if len(res.Leftover) > 0 {
 		w.check.mu.Lock()

@@ -1,0 +1,77 @@
+package mutex
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// A party that just released a contended lock and asks for it again would find it free
+// (the waiters have not polled yet) and take it back: the waiting room would be fair only to
+// those already in it. So a process remembers, per API client, reservation and lock, that it
+// recently had to wait; its next Lock call then looks at the room before adding, and queues
+// behind the waiters it finds. Without that memory, Lock adds at once: an uncontended lock
+// costs no read of the room.
+
+// maxContended bounds the memory, as maxVerified does.
+const maxContended = 10000
+
+type contendedKey struct {
+	api         any
+	resID, name string
+}
+
+var contended struct {
+	sync.Mutex
+	until map[contendedKey]time.Time
+}
+
+func (m *Mutex) contendedKey() (contendedKey, bool) {
+	v, ok := m.verifiedKey()
+	return contendedKey{api: v.api, resID: m.resID, name: m.cfg.name}, ok
+}
+
+// sawContention remembers, for a lease, that this lock had waiters.
+func (m *Mutex) sawContention() {
+	k, ok := m.contendedKey()
+	if !ok {
+		return
+	}
+	ttl := m.cfg.lease
+	if ttl <= 0 {
+		ttl = DefaultLease
+	}
+	contended.Lock()
+	defer contended.Unlock()
+	if contended.until == nil || len(contended.until) >= maxContended {
+		contended.until = map[contendedKey]time.Time{}
+	}
+	contended.until[k] = m.cfg.clock.Now().Add(ttl)
+}
+
+func (m *Mutex) expectContention() bool {
+	k, ok := m.contendedKey()
+	if !ok {
+		return false
+	}
+	contended.Lock()
+	defer contended.Unlock()
+	return m.cfg.clock.Now().Before(contended.until[k])
+}
+
+// queueFirst is a Lock call's first step when the lock was recently contended: join the room
+// if others wait in it (then the first add waits for our turn), else add at once.
+func (q *room) queueFirst(ctx context.Context) {
+	if q == nil || !q.m.expectContention() {
+		return
+	}
+	data, err := q.m.api.GetSandboxData(ctx, q.m.resID)
+	if err != nil {
+		q.failed(err)
+		return
+	}
+	entries, _ := parseRoom(q.m.cfg.name, data)
+	if len(q.alive(entries)) > 0 {
+		q.enter(ctx, data)
+	}
+}

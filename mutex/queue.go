@@ -1,0 +1,342 @@
+package mutex
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/csmutex/csmutex/cloudshell"
+	"github.com/sethvargo/go-retry"
+)
+
+// The waiting room: a queue of csmutex waiters kept in the reservation's sandbox data, so that
+// waiters take turns in arrival order and most of them poll slowly.
+//
+// It is advisory. Only the add of the lock service ever grants the lock, so nothing here can
+// put two holders in the lock, and legacy drivers (which do not queue) keep competing by
+// adding as they always did. The room decides only who tries: the waiter at its head polls
+// the lock with adds, quickly while the holder is new and more slowly as the hold grows; the
+// others read the room at an interval that grows with their position, and never add. A waiter
+// that cannot use the room (it is full, or sandbox data fails) polls as if there were none.
+//
+// Each waiter writes one entry, "t=<ticket> id=<id> seq=<n> ttl=<d>", under one of
+// queueSlots keys of its lock, and clears it (writes "") when it stops waiting. Tickets are one
+// more than the largest seen when joining, ties broken by id, so order is arrival order as
+// the server saw it, give or take concurrent joins. An entry that a reader has seen at the
+// front, unchanged, for longer than its ttl is dead (its waiter crashed): it is skipped, and its slot
+// may be reused. Only the entry at the front is timed, so only the head rewrites its entry
+// (every ttl/3) to stay alive.
+const (
+	// queueSlots bounds what the room can leave behind: at most this many sandbox-data keys
+	// per lock name, whatever happens. Waiters beyond it poll without the room.
+	queueSlots  = 64
+	queuePrefix = "csmutex.queue."
+)
+
+// WithQueue turns the waiting room on or off (default on). Off, waiters poll by adding at
+// every retry interval, as the public snippet does: no sandbox data is written while waiting,
+// and turns are taken at random.
+func WithQueue(enabled bool) Option { return func(c *config) { c.noQueue = !enabled } }
+
+func queueKey(lock string, slot int) string { return fmt.Sprintf("%s%s.%02d", queuePrefix, lock, slot) }
+
+// roomEntry is one waiter's entry as read.
+type roomEntry struct {
+	slot   int
+	ticket int64
+	id     string
+	ttl    time.Duration
+	raw    string
+}
+
+func (e roomEntry) before(o roomEntry) bool {
+	return e.ticket < o.ticket || (e.ticket == o.ticket && e.id < o.id)
+}
+
+// parseRoom reads the entries of lock's room from sandbox data, and which slots exist.
+func parseRoom(lock string, data []cloudshell.SandboxDataKeyValue) (entries []roomEntry, used [queueSlots]bool) {
+	prefix := queuePrefix + lock + "."
+	for _, kv := range data {
+		rest, ok := strings.CutPrefix(kv.Key, prefix)
+		if !ok || len(rest) != 2 {
+			continue
+		}
+		slot, err := strconv.Atoi(rest)
+		if err != nil || slot < 0 || slot >= queueSlots {
+			continue
+		}
+		if kv.Value == "" {
+			continue
+		}
+		used[slot] = true
+		e := roomEntry{slot: slot, raw: kv.Value}
+		for _, f := range strings.Fields(kv.Value) {
+			k, v, _ := strings.Cut(f, "=")
+			switch k {
+			case "t":
+				e.ticket, _ = strconv.ParseInt(v, 10, 64)
+			case "id":
+				e.id = v
+			case "ttl":
+				e.ttl, _ = time.ParseDuration(v)
+			}
+		}
+		if e.id == "" || e.ttl <= 0 {
+			continue // not an entry anyone refreshes: ignore it, and its slot may be reused
+		}
+		used[slot] = true
+		entries = append(entries, e)
+	}
+	return entries, used
+}
+
+// room is one Lock call's place in the waiting room.
+type room struct {
+	m        *Mutex
+	id       string
+	slot     int // -1: not in the room
+	ticket   int64
+	seq      int
+	ttl      time.Duration
+	wrote    time.Time            // when our entry was last written
+	pos      int                  // our position when last read; 1 is the head
+	headAt   time.Time            // when we became the head
+	seen     map[string]time.Time // the front entry's value → when we first saw it at the front
+	dead     map[string]bool      // entry values judged dead (their slots may be reused)
+	off      bool                 // the room is full or failing: poll without it
+	failures int
+}
+
+// maxRoomFailures: after this many failed room calls in a row, a waiter polls without the
+// room for the rest of its wait; the room is an optimisation, never a dependency.
+const maxRoomFailures = 3
+
+func (m *Mutex) newRoom() *room {
+	if m.cfg.noQueue {
+		return nil
+	}
+	ttl := m.cfg.lease
+	if ttl <= 0 {
+		ttl = DefaultLease
+	}
+	return &room{m: m, id: newToken(), slot: -1, ttl: ttl, seen: map[string]time.Time{}, dead: map[string]bool{}}
+}
+
+// behind reports whether this waiter is in the room and not at its head: it reads the room
+// instead of adding.
+func (q *room) behind() bool { return q != nil && !q.off && q.slot >= 0 && q.pos > 1 }
+
+// position is this waiter's place in the room (0: not queued).
+func (q *room) position() int {
+	if q == nil || q.off || q.slot < 0 {
+		return 0
+	}
+	return q.pos
+}
+
+func (q *room) value() string {
+	return fmt.Sprintf("t=%d id=%s seq=%d ttl=%s", q.ticket, q.id, q.seq, q.ttl)
+}
+
+func (q *room) write(ctx context.Context, value string) error {
+	m := q.m
+	err := m.api.SetSandboxData(ctx, m.resID, []cloudshell.SandboxDataKeyValue{{Key: queueKey(m.cfg.name, q.slot), Value: value}})
+	if err == nil {
+		q.wrote = m.cfg.clock.Now()
+	}
+	return err
+}
+
+func (q *room) failed(err error) {
+	q.failures++
+	if q.failures >= maxRoomFailures {
+		q.m.cfg.log.Debug().Err(err).Str("lock", q.m.cfg.name).Msg("waiting room unusable; polling without it")
+		q.off = true
+	}
+}
+
+// join enters the room after the lock was found held.
+func (q *room) join(ctx context.Context) {
+	if q == nil || q.off || q.slot >= 0 {
+		return
+	}
+	data, err := q.m.api.GetSandboxData(ctx, q.m.resID)
+	if err != nil {
+		q.failed(err)
+		return
+	}
+	q.enter(ctx, data)
+}
+
+// enter takes a free slot and the next ticket, judging by data.
+func (q *room) enter(ctx context.Context, data []cloudshell.SandboxDataKeyValue) {
+	entries, used := parseRoom(q.m.cfg.name, data)
+	live := q.alive(entries)
+	for _, e := range entries {
+		q.ticket = max(q.ticket, e.ticket)
+	}
+	q.ticket++
+	for _, e := range entries {
+		if !slices.ContainsFunc(live, func(l roomEntry) bool { return l.slot == e.slot }) {
+			used[e.slot] = false // dead: its slot may be reused
+		}
+	}
+	// The first free slot: two waiters joining at once may pick the same one; the one
+	// overwritten finds its entry gone at its next read and joins again.
+	q.slot = -1
+	for s := range queueSlots {
+		if !used[s] {
+			q.slot = s
+			break
+		}
+	}
+	if q.slot < 0 {
+		q.off = true // full: more than queueSlots waiters
+		return
+	}
+	q.seq++
+	if err := q.write(ctx, q.value()); err != nil {
+		// It may have landed: keep the slot so that leaving clears it.
+		q.failed(err)
+		q.pos = 0
+		return
+	}
+	q.failures = 0
+	q.place(append(live, roomEntry{slot: q.slot, ticket: q.ticket, id: q.id, ttl: q.ttl}))
+}
+
+// alive drops dead entries. Only the entry at the front of the room (ahead of us) is timed:
+// from when this waiter first saw it there, it must change within its ttl, which the head
+// does by refreshing its entry every ttl/3. Waiters further back need not write anything
+// while they wait; a crashed one is found out once it reaches the front, one ttl later.
+func (q *room) alive(entries []roomEntry) []roomEntry {
+	sortRoom(entries)
+	now := q.m.cfg.clock.Now()
+	var live []roomEntry
+	front := true
+	seen, dead := map[string]time.Time{}, map[string]bool{}
+	for _, e := range entries {
+		switch {
+		case e.id == q.id:
+			front = false
+		case q.dead[e.raw]:
+			dead[e.raw] = true
+			continue
+		case front:
+			since, ok := q.seen[e.raw]
+			if !ok {
+				since = now
+			}
+			if now.Sub(since) > e.ttl {
+				dead[e.raw] = true
+				continue // its waiter is gone: the next entry is the front
+			}
+			seen[e.raw] = since
+			front = false
+		}
+		live = append(live, e)
+	}
+	q.seen, q.dead = seen, dead
+	return live
+}
+
+func sortRoom(entries []roomEntry) {
+	slices.SortFunc(entries, func(a, b roomEntry) int {
+		if a.before(b) {
+			return -1
+		}
+		if b.before(a) {
+			return 1
+		}
+		return 0
+	})
+}
+
+// place sets our position among live entries.
+func (q *room) place(live []roomEntry) {
+	sortRoom(live)
+	was := q.pos
+	q.pos = 0
+	for i, e := range live {
+		if e.id == q.id {
+			q.pos = i + 1
+		}
+	}
+	if q.pos == 1 && was != 1 {
+		q.headAt = q.m.cfg.clock.Now()
+	}
+}
+
+// read refreshes our position; it rejoins if our entry is gone (overwritten by a concurrent
+// joiner, or cleared as dead after a long pause of ours).
+func (q *room) read(ctx context.Context) error {
+	data, err := q.m.api.GetSandboxData(ctx, q.m.resID)
+	if err != nil {
+		q.failed(err)
+		return err
+	}
+	q.failures = 0
+	entries, _ := parseRoom(q.m.cfg.name, data)
+	if !slices.ContainsFunc(entries, func(e roomEntry) bool { return e.id == q.id && e.slot == q.slot }) {
+		q.slot = -1
+		q.enter(ctx, data)
+		return nil
+	}
+	q.place(q.alive(entries))
+	return nil
+}
+
+// refresh rewrites the head's entry when a third of its ttl has passed, so that nobody
+// judges it dead (only the front entry is timed, see alive).
+func (q *room) refresh(ctx context.Context) {
+	if q == nil || q.off || q.slot < 0 || q.pos != 1 || q.m.cfg.clock.Now().Sub(q.wrote) < q.ttl/3 {
+		return
+	}
+	q.seq++
+	if err := q.write(ctx, q.value()); err != nil {
+		q.failed(err)
+	}
+}
+
+// leave clears our entry. It runs however the wait ended, and retries failures within the
+// release timeout: clearing is idempotent, so a retry is safe, and an entry left behind
+// would hold up the room's front for its ttl.
+func (q *room) leave(ctx context.Context) {
+	if q == nil || q.slot < 0 {
+		return
+	}
+	lctx, cancel := q.m.cleanupContext(ctx)
+	defer cancel()
+	// No jitter: one waiter's cleanup herds nobody, and a seeded simulation stays reproducible.
+	backoff := retry.WithCappedDuration(q.ttl/6, retry.NewExponential(q.ttl/60))
+	err := retry.Do(lctx, backoff, func(ctx context.Context) error {
+		if err := q.write(ctx, ""); err != nil {
+			return retry.RetryableError(err)
+		}
+		return nil
+	})
+	if err != nil {
+		q.m.cfg.log.Debug().Err(err).Str("lock", q.m.cfg.name).Msg("could not leave the waiting room; the entry expires")
+	}
+	q.slot = -1
+}
+
+// interval is how long to wait before the next attempt, given the retry strategy's base.
+// The head polls at a quarter of it while the holder is new, backing off to the base as the
+// hold grows long (a long hold gains little from a fast handoff); a waiter at position k
+// reads the room every k/2 bases, so the total load grows with the logarithm of the number
+// of waiters, not with it.
+func (q *room) interval(base time.Duration) time.Duration {
+	switch p := q.position(); {
+	case p == 0:
+		return base
+	case p == 1:
+		held := q.m.cfg.clock.Now().Sub(q.headAt)
+		return min(max(base/4, held/8), base)
+	default:
+		return min(base*time.Duration(p)/2, q.ttl/3)
+	}
+}

@@ -1,0 +1,219 @@
+package mutex_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/csmutex/csmutex/cloudshell"
+	"github.com/csmutex/csmutex/internal/testenv"
+	"github.com/csmutex/csmutex/mockapi"
+	"github.com/csmutex/csmutex/mutex"
+)
+
+// roomEntries returns the waiting room's non-empty entries in the mock's sandbox data, and
+// how many room keys exist at all.
+func roomEntries(t *testing.T, env *testenv.Env) (live map[string]string, keys int) {
+	t.Helper()
+	snap, err := env.Server.Snapshot(env.ReservationID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live = map[string]string{}
+	for k, v := range snap.SandboxData {
+		if strings.HasPrefix(k, "csmutex.queue.") {
+			keys++
+			if v != "" {
+				live[k] = v
+			}
+		}
+	}
+	return live, keys
+}
+
+// Waiters take turns in the order they arrived, and leave the room empty behind them.
+func TestQueueTakesTurnsInArrivalOrder(t *testing.T) {
+	virtual(t, func(t *testing.T, env *testenv.Env) {
+		ctx := ctxTimeout(t, time.Hour)
+		holder, err := mutex.New(env.Client("holder"), env.ReservationID, fast()...).Lock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var (
+			mu    sync.Mutex
+			order []int
+			wg    sync.WaitGroup
+		)
+		const n = 6
+		for i := range n {
+			c := env.Client(fmt.Sprintf("w%d", i))
+			wg.Go(func() {
+				err := mutex.New(c, env.ReservationID, fast()...).With(ctx, func(context.Context) error {
+					mu.Lock()
+					order = append(order, i)
+					mu.Unlock()
+					time.Sleep(20 * time.Millisecond)
+					return nil
+				})
+				if err != nil {
+					t.Error(err)
+				}
+			})
+			time.Sleep(50 * time.Millisecond) // w0 arrives first, then w1, …
+		}
+		time.Sleep(time.Second)
+		if live, _ := roomEntries(t, env); len(live) != n {
+			t.Errorf("%d waiters in the room while the lock is held, want %d: %v", len(live), n, live)
+		}
+		if err := holder.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		for i, w := range order {
+			if w != i {
+				t.Fatalf("turns taken in order %v, want arrival order", order)
+			}
+		}
+		time.Sleep(time.Second) // leaving runs in the background of the new holder
+		if live, keys := roomEntries(t, env); len(live) != 0 || keys > n {
+			t.Errorf("the room holds %d entries (%d keys) after everyone left: %v", len(live), keys, live)
+		}
+	})
+}
+
+// Only the head of the room polls the lock; the others read the room, slowly.
+func TestQueueOnlyTheHeadPollsTheLock(t *testing.T) {
+	virtual(t, func(t *testing.T, env *testenv.Env) {
+		ctx := ctxTimeout(t, time.Hour)
+		holder, err := mutex.New(env.Client("holder"), env.ReservationID, fast(mutex.WithLease(time.Hour))...).Lock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		var wg sync.WaitGroup
+		for i := range 5 {
+			c := env.Client(fmt.Sprintf("w%d", i))
+			wg.Go(func() { _, _ = mutex.New(c, env.ReservationID, fast()...).Lock(wctx) })
+			time.Sleep(10 * time.Millisecond)
+		}
+		wg.Wait()
+		head := env.Server.CallsBy("w0", "AddServiceToReservation")
+		if head < 20 {
+			t.Errorf("the head tried the lock %d times in 2 s, want it polling", head)
+		}
+		// One add found the lock held; after that, a waiter behind others only reads the
+		// room (the holder's lease is an hour: no look at the holder is due).
+		for i := 1; i < 5; i++ {
+			if adds := env.Server.CallsBy(fmt.Sprintf("w%d", i), "AddServiceToReservation"); adds != 1 {
+				t.Errorf("waiter %d behind the head tried the lock %d times, want 1", i, adds)
+			}
+		}
+		if err := holder.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// A waiter that died in the room holds up the others for one ttl at most, once it reaches the
+// front; a full room, or one that cannot be used, only means polling without it.
+func TestQueueDeadFullOrFailingRoom(t *testing.T) {
+	plant := func(t *testing.T, env *testenv.Env, n int, ttl time.Duration) {
+		var kv []cloudshell.SandboxDataKeyValue
+		for i := range n {
+			kv = append(kv, cloudshell.SandboxDataKeyValue{Key: fmt.Sprintf("csmutex.queue.MUTEX.%02d", i),
+				Value: fmt.Sprintf("t=%d id=ghost%02d seq=1 ttl=%s", i+1, i, ttl)})
+		}
+		if err := env.Client("admin").SetSandboxData(context.Background(), env.ReservationID, kv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cases := map[string]struct {
+		setup func(t *testing.T, env *testenv.Env)
+		// within is how long after the holder's release the waiter must have the lock.
+		within time.Duration
+	}{
+		"dead entries ahead": {func(t *testing.T, env *testenv.Env) { plant(t, env, 2, 300*time.Millisecond) }, 2 * time.Second},
+		"room full":          {func(t *testing.T, env *testenv.Env) { plant(t, env, 64, time.Hour) }, 200 * time.Millisecond},
+		"sandbox data failing": {func(t *testing.T, env *testenv.Env) {
+			env.Server.Faults().Set("GetSandboxData", mockapi.Fault{Client: "waiter", ErrorRate: 1})
+			env.Server.Faults().Set("SetSandboxData", mockapi.Fault{Client: "waiter", ErrorRate: 1})
+		}, 200 * time.Millisecond},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			virtual(t, func(t *testing.T, env *testenv.Env) {
+				ctx := ctxTimeout(t, time.Hour)
+				tc.setup(t, env)
+				holder, err := mutex.New(env.Client("holder"), env.ReservationID, fast(mutex.WithLease(time.Hour))...).Lock(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := make(chan time.Time, 1)
+				go func() {
+					l, err := mutex.New(env.Client("waiter"), env.ReservationID, fast()...).Lock(ctx)
+					if err != nil {
+						t.Error(err)
+						close(got)
+						return
+					}
+					got <- time.Now()
+					_ = l.Unlock(ctx)
+				}()
+				time.Sleep(100 * time.Millisecond)
+				released := time.Now()
+				if err := holder.Unlock(ctx); err != nil {
+					t.Fatal(err)
+				}
+				at, ok := <-got
+				if !ok {
+					return
+				}
+				if wait := at.Sub(released); wait > tc.within {
+					t.Errorf("the waiter got the lock %s after its release, want within %s", wait, tc.within)
+				}
+			})
+		})
+	}
+}
+
+// A lock nobody else wants costs 3 calls; right after a contended turn, one more (a look at
+// the room, so that a releaser asking again queues behind the waiters instead of barging).
+func TestQueueCostsNothingUncontended(t *testing.T) {
+	virtual(t, func(t *testing.T, env *testenv.Env) {
+		ctx := ctxTimeout(t, time.Hour)
+		c := env.Client("driver")
+		cycle := func() int {
+			before := env.Server.CallsBy("driver", "")
+			l, err := mutex.New(c, env.ReservationID, fast()...).Lock(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Unlock(ctx); err != nil {
+				t.Fatal(err)
+			}
+			return env.Server.CallsBy("driver", "") - before
+		}
+		cycle() // the first lock of a client in a reservation checks the model
+		if n := cycle(); n != 3 {
+			t.Fatalf("uncontended cycle: %d calls, want 3", n)
+		}
+		holder, err := mutex.New(env.Client("other"), env.ReservationID, fast()...).Lock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { time.Sleep(100 * time.Millisecond); _ = holder.Unlock(ctx) }()
+		cycle() // waits: contended
+		time.Sleep(10 * time.Millisecond)
+		if n := cycle(); n != 4 {
+			t.Errorf("cycle right after a contended one: %d calls, want 4 (a look at the room)", n)
+		}
+		time.Sleep(2 * lease)
+		if n := cycle(); n != 3 {
+			t.Errorf("cycle a lease after contention: %d calls, want 3", n)
+		}
+	})
+}
