@@ -397,7 +397,21 @@ func (s *Server) lock(ctx context.Context, p acquireParams) (*mutex.Lock, func()
 	w := &waiting{resID: p.resID, name: p.name, owner: p.owner, since: s.now()}
 	done := s.reg.wait(w)
 	defer done()
-	m := s.newMutex(api, p, w)
+	var (
+		m     *mutex.Mutex
+		leave = func() {}
+	)
+	if s.cohorts != nil {
+		// A member's wait is bounded by its own context: the cohort's Mutex has no limit.
+		m, leave = s.cohorts.mutex(p, func() *mutex.Mutex { return s.newCohortMutex(api, p) })
+		if p.timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, p.timeout)
+			defer cancel()
+		}
+	} else {
+		m = s.newMutex(api, p, w)
+	}
 	var lock *mutex.Lock
 	if p.timeout == 0 {
 		lock, err = m.TryLock(ctx)
@@ -405,10 +419,11 @@ func (s *Server) lock(ctx context.Context, p acquireParams) (*mutex.Lock, func()
 		lock, err = m.Lock(ctx)
 	}
 	if err != nil {
+		leave()
 		doneWithClient()
 		return nil, nil, err
 	}
-	return lock, doneWithClient, nil
+	return lock, func() { leave(); doneWithClient() }, nil
 }
 
 // newMutex is the one place a request's mutex is made: the request's name, owner, lease,

@@ -84,6 +84,7 @@ type Server struct {
 	now        func() time.Time
 
 	clients *clientCache
+	cohorts *cohorts    // WithCohort; nil: every request acquires in CloudShell on its own
 	sec     security    // the request guard's settings (guard.go)
 	health  healthState // logons to the sidecar's own CloudShell (health.go)
 	reg     *registry
