@@ -106,6 +106,7 @@ type room struct {
 	headAt   time.Time            // when we became the head
 	seen     map[string]time.Time // the front entry's value → when we first saw it at the front
 	dead     map[string]bool      // entry values judged dead (their slots may be reused)
+	buried   []int                // slots of entries just judged dead, to clear for everyone
 	off      bool                 // the room is full or failing: poll without it
 	failures int
 }
@@ -206,6 +207,7 @@ func (q *room) enter(ctx context.Context, data []cloudshell.SandboxDataKeyValue)
 	}
 	q.failures = 0
 	q.place(append(live, roomEntry{slot: q.slot, ticket: q.ticket, id: q.id, ttl: q.ttl}))
+	q.bury(ctx)
 }
 
 // alive drops dead entries. Only the entry at the front of the room (ahead of us) is timed:
@@ -232,6 +234,7 @@ func (q *room) alive(entries []roomEntry) []roomEntry {
 			}
 			if now.Sub(since) > e.ttl {
 				dead[e.raw] = true
+				q.buried = append(q.buried, e.slot)
 				continue // its waiter is gone: the next entry is the front
 			}
 			seen[e.raw] = since
@@ -286,7 +289,23 @@ func (q *room) read(ctx context.Context) error {
 		return nil
 	}
 	q.place(q.alive(entries))
+	q.bury(ctx)
 	return nil
+}
+
+// bury clears the entries this waiter just judged dead, so that no other waiter has to wait
+// out their ttl again. Without compare-and-set, a clearing may hit an entry whose waiter was
+// only paused and has just refreshed it: that waiter finds its entry gone and joins again,
+// at the back: fairness lost, nothing else.
+func (q *room) bury(ctx context.Context) {
+	slots := q.buried
+	q.buried = nil
+	for _, slot := range slots {
+		err := q.m.api.SetSandboxData(ctx, q.m.resID, []cloudshell.SandboxDataKeyValue{{Key: queueKey(q.m.cfg.name, slot), Value: ""}})
+		if err != nil {
+			q.m.cfg.log.Debug().Err(err).Str("lock", q.m.cfg.name).Msg("could not clear a dead waiting-room entry")
+		}
+	}
 }
 
 // refresh rewrites the head's entry when a third of its ttl has passed, so that nobody

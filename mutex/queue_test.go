@@ -175,6 +175,13 @@ func TestQueueDeadFullOrFailingRoom(t *testing.T) {
 				if wait := at.Sub(released); wait > tc.within {
 					t.Errorf("the waiter got the lock %s after its release, want within %s", wait, tc.within)
 				}
+				if name == "dead entries ahead" {
+					// The waiter that found them dead cleared them for everyone else.
+					time.Sleep(time.Second)
+					if live, _ := roomEntries(t, env); len(live) != 0 {
+						t.Errorf("dead entries still in the room: %v", live)
+					}
+				}
 			})
 		})
 	}
