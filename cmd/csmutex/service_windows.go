@@ -167,12 +167,17 @@ func serviceInstall(args []string) error {
 	}
 	defer s.Close()
 	// Restart after a crash or a failed start (CloudShell unreachable at boot): 5 s, 30 s,
-	// then every minute; the count resets after a day without failure.
+	// then every minute; the count resets after a day without failure. A failed start is a
+	// service that stops with a non-zero exit code, which Windows treats as a failure only
+	// with the non-crash flag set; without it only a crash would be restarted. Windows cannot
+	// exempt exit codes (systemd's RestartPreventExitStatus), so refused credentials (77) are
+	// retried every minute too, each attempt logged in the event log.
 	_ = s.SetRecoveryActions([]mgr.RecoveryAction{
 		{Type: mgr.ServiceRestart, Delay: 5 * time.Second},
 		{Type: mgr.ServiceRestart, Delay: 30 * time.Second},
 		{Type: mgr.ServiceRestart, Delay: time.Minute},
 	}, 24*60*60)
+	_ = s.SetRecoveryActionsOnNonCrashFailures(true)
 	if err := eventlog.InstallAsEventCreate(serviceName, eventlog.Error|eventlog.Warning|eventlog.Info); err != nil &&
 		!strings.Contains(err.Error(), "exists") {
 		_ = s.Delete()
