@@ -117,7 +117,7 @@ func (m *Mutex) acquire(parent context.Context, wait bool) (*Lock, error) {
 			}
 			go q.leave(context.WithoutCancel(ctx)) // the next waiter's turn; not on our critical path
 			q = nil
-			prog.acquired(ctx)
+			go prog.acquired(context.WithoutCancel(ctx)) // a slow Output window must not eat the lease
 			m.cfg.log.Info().Str("lock", m.cfg.name).Str("reservation", m.resID).Str("owner", out.lock.owner.String()).
 				Int("tries", tries).Dur("waited_ms", m.cfg.clock.Now().Sub(start)).Msg("lock acquired")
 			return out.lock, nil
@@ -172,13 +172,24 @@ func (m *Mutex) acquire(parent context.Context, wait bool) (*Lock, error) {
 	}
 }
 
-// try is one turn of a waiter: a waiter behind others in the waiting room reads the room
-// (and tries the lock at once if that made it the head); anyone else tries the lock. A room
-// that cannot be read means trying the lock, and so does a waiter's periodic look at the
-// holder (once per its staleness period): the room is never what a wait depends on, and a
-// stale holder is found out by every waiter, not only by the head.
+// try is one turn of a waiter. A waiter behind others in the waiting room never adds while
+// the room works: it reads the room (and tries the lock at once if that made it the head),
+// and once per its holder's staleness period looks at the holder instead (a read; a stale
+// holder is broken by whoever sees it first, not only by the head). A room that cannot be
+// read, or seems stuck (stuck), means trying the lock: the room is never what a wait
+// depends on. Anyone else tries the lock.
 func (m *Mutex) try(ctx context.Context, w *waiter, q *room, wait bool) (outcome, error) {
-	if q.behind() && !w.readDue() {
+	if q.behind() {
+		if w.readDue() && q.stuck() {
+			return m.attempt(ctx, w, wait)
+		}
+		if w.readDue() {
+			out, err := w.contended(ctx, wait)
+			if err != nil || !out.retryNow {
+				return out, err
+			}
+			// The lock is free (or was just broken): it is ours to take if we now head the room.
+		}
 		if err := q.read(ctx); err == nil && q.behind() {
 			return outcome{holder: w.lastHolder}, nil
 		}

@@ -50,6 +50,7 @@ func TestWaitingIsVisible(t *testing.T) {
 			t.Fatalf("%d wait events in 75 s of 2–5 s polling", len(events))
 		}
 		lastEv := events[len(events)-1]
+		synctest.Wait() // the "acquired" message is written in the background
 		if lastEv.Holder.Name != "driver-x" || lastEv.Tries != len(events) || lastEv.Waited < 70*time.Second ||
 			lastEv.HolderFor < 70*time.Second || lastEv.Err != nil {
 			t.Errorf("last wait event %+v: want driver-x held for ~75s, tries counted, no error", lastEv)

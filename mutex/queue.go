@@ -107,6 +107,8 @@ type room struct {
 	seen     map[string]time.Time // the front entry's value → when we first saw it at the front
 	dead     map[string]bool      // entry values judged dead (their slots may be reused)
 	buried   []int                // slots of entries just judged dead, to clear for everyone
+	frontFor time.Duration        // how long the current front entry has been seen unchanged
+	frontTTL time.Duration        // and its ttl
 	off      bool                 // the room is full or failing: poll without it
 	failures int
 }
@@ -129,6 +131,12 @@ func (m *Mutex) newRoom() *room {
 // behind reports whether this waiter is in the room and not at its head: it reads the room
 // instead of adding.
 func (q *room) behind() bool { return q != nil && !q.off && q.slot >= 0 && q.pos > 1 }
+
+// stuck reports whether the entry at the front has stayed unchanged for half its ttl: a
+// live head rewrites it every third of it, so the room may be wedged (its head gone, or
+// unable to reach CloudShell). Waiters behind then try the lock themselves, once per look
+// at the holder, until the front is judged dead: the room never stops anyone for long.
+func (q *room) stuck() bool { return q.frontTTL > 0 && q.frontFor >= q.frontTTL/2 }
 
 // position is this waiter's place in the room (0: not queued).
 func (q *room) position() int {
@@ -217,6 +225,7 @@ func (q *room) enter(ctx context.Context, data []cloudshell.SandboxDataKeyValue)
 func (q *room) alive(entries []roomEntry) []roomEntry {
 	sortRoom(entries)
 	now := q.m.cfg.clock.Now()
+	q.frontFor, q.frontTTL = 0, 0
 	var live []roomEntry
 	front := true
 	seen, dead := map[string]time.Time{}, map[string]bool{}
@@ -238,6 +247,7 @@ func (q *room) alive(entries []roomEntry) []roomEntry {
 				continue // its waiter is gone: the next entry is the front
 			}
 			seen[e.raw] = since
+			q.frontFor, q.frontTTL = now.Sub(since), e.ttl
 			front = false
 		}
 		live = append(live, e)
