@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"os"
 	"strings"
 	"time"
@@ -10,6 +9,7 @@ import (
 	"github.com/csmutex/csmutex/cloudshell"
 	"github.com/csmutex/csmutex/internal/logon"
 	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
 )
 
 // envBinding ties a flag to the environment variable read when the flag is not given.
@@ -23,7 +23,7 @@ type envBinding struct {
 // is applied after parsing, never as the flag's default, so help never shows an
 // environment value (a password, say).
 type connFlags struct {
-	fs *flag.FlagSet
+	fs *pflag.FlagSet
 
 	host, scheme, user, password, domain, token string
 	port                                        int
@@ -36,7 +36,7 @@ type connFlags struct {
 
 // addConnFlags registers the connection flags on fs. Call dial (or validate) after
 // fs.Parse.
-func addConnFlags(fs *flag.FlagSet) *connFlags {
+func addConnFlags(fs *pflag.FlagSet) *connFlags {
 	c := &connFlags{fs: fs}
 	str := func(p *string, name, def, usage, env string) {
 		fs.StringVar(p, name, def, usage+" [$"+env+"]")
@@ -68,9 +68,9 @@ func (c *connFlags) resolve() error {
 // applyEnv sets every flag in envs that was not given on the command line from its
 // environment variable, if that is set and not empty. A flag counts as given when any of
 // its aliases (flags sharing its variable, like -r and --reservation) was.
-func applyEnv(fs *flag.FlagSet, envs []envBinding) error {
-	var given []flag.Value
-	fs.Visit(func(f *flag.Flag) { given = append(given, f.Value) })
+func applyEnv(fs *pflag.FlagSet, envs []envBinding) error {
+	var given []pflag.Value
+	fs.Visit(func(f *pflag.Flag) { given = append(given, f.Value) })
 	isGiven := func(name string) bool {
 		f := fs.Lookup(name)
 		for _, v := range given {
@@ -139,7 +139,7 @@ func (c *connFlags) addr() string { return logon.Addr(c.host, c.port) }
 func (c *connFlags) who() string { return logon.Who(c.user, c.token) }
 
 // dial logs on to CloudShell. Configuration problems come back as *usageError (exit 64),
-// an unreachable server or refused credentials as *logon.Error (exit 69) naming host:port.
+// an unreachable server or refused credentials as *logon.Error (exit 69, 77) naming host:port.
 // Neither ever contains the password or token.
 func (c *connFlags) dial(ctx context.Context, log zerolog.Logger) (*cloudshell.Client, error) {
 	cfg, err := c.config(log)
@@ -154,21 +154,19 @@ func (c *connFlags) dial(ctx context.Context, log zerolog.Logger) (*cloudshell.C
 	if err := client.Connect(ctx); err != nil {
 		return nil, &logon.Error{Addr: c.addr(), As: c.who(), Err: err}
 	}
-	log.Debug().Str("addr", c.addr()).Str("domain", c.domain).Dur("took", time.Since(start)).Msg("logged on to CloudShell")
+	log.Debug().Str("addr", c.addr()).Str("domain", c.domain).Dur("took_ms", time.Since(start)).Msg("logged on to CloudShell")
 	return client, nil
 }
 
 // reservationFlag is -r/--reservation with its CLOUDSHELL_RESERVATION_ID fallback.
 type reservationFlag struct {
-	fs *flag.FlagSet
+	fs *pflag.FlagSet
 	id string
 }
 
-func addReservationFlag(fs *flag.FlagSet) *reservationFlag {
+func addReservationFlag(fs *pflag.FlagSet) *reservationFlag {
 	r := &reservationFlag{fs: fs}
-	for _, n := range []string{"r", "reservation"} {
-		fs.StringVar(&r.id, n, "", "reservation `ID` [$CLOUDSHELL_RESERVATION_ID]")
-	}
+	fs.StringVarP(&r.id, "reservation", "r", "", "reservation `ID` [$CLOUDSHELL_RESERVATION_ID]")
 	return r
 }
 

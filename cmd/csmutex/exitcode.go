@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/csmutex/csmutex/cloudshell"
 	"github.com/csmutex/csmutex/internal/logon"
 	"github.com/csmutex/csmutex/mutex"
 )
@@ -22,20 +23,24 @@ import (
 //	65     bad reservation or setup (EX_DATAERR): the reservation does not exist or has
 //	       ended, the Mutex Service model is missing or lacks "Mutex Owner", or the server
 //	       rejected an argument. Retrying will not help; fix the input or import the package.
-//	69     CloudShell unavailable (EX_UNAVAILABLE): unreachable, TLS failure, or
-//	       authentication failed (logon refused, session no longer accepted).
+//	69     CloudShell unavailable (EX_UNAVAILABLE): unreachable, TLS failure, HTTP
+//	       timeouts, server errors. May pass: a supervisor should retry.
 //	70     lock lost while the command ran (EX_SOFTWARE): the lock service was removed or
 //	       taken over, or renewals failed for most of a lease. The command was terminated
 //	       (SIGTERM, then SIGKILL after --kill-grace) because it was no longer protected.
 //	75     lock not obtained (EX_TEMPFAIL): held by someone else (-n) or still held when the
 //	       wait limit (-w) passed. -E/--conflict-exit-code replaces it.
+//	77     credentials refused (EX_NOPERM): CloudShell refused the logon (wrong user,
+//	       password, token or domain) or no longer accepts the session. Kept apart from
+//	       69 because it does not pass by itself: a supervisor that restarts on 69 must
+//	       not retry a wrong password forever (contrib/systemd prevents restarts on it).
 //	126    the command was found but could not be executed (as in a shell)
 //	127    the command was not found (as in a shell)
 //	128+N  the command was killed by signal N, or csmutex was interrupted by signal N
 //	       before the command started
 //	other  the command's own exit code
 //
-// A command that itself exits 64-75 is indistinguishable from csmutex failing, exactly as
+// A command that itself exits 64-77 is indistinguishable from csmutex failing, exactly as
 // with flock(1); choose a distinct -E when the command's codes could collide.
 const (
 	exitOK          = 0
@@ -45,6 +50,7 @@ const (
 	exitUnavailable = 69
 	exitLockLost    = 70
 	exitConflict    = 75
+	exitNoPerm      = 77
 	exitCannotExec  = 126
 	exitNotFound    = 127
 	exitSignalBase  = 128
@@ -57,9 +63,10 @@ const exitCodesHelp = `Exit codes:
   64      usage error; nothing was contacted
   65      bad reservation or CloudShell setup (unknown or ended reservation,
           Mutex Service model missing or without "Mutex Owner")
-  69      CloudShell unreachable or authentication failed
+  69      CloudShell unreachable or failing (may pass; retry)
   70      the lock was lost while the command ran; the command was terminated
   75      lock not obtained (held: -n, or still held after -w); see -E
+  77      CloudShell refused the credentials or the session (will not pass)
   126     the command could not be executed
   127     the command was not found
   128+N   the command was killed by signal N (or csmutex was, before it started)
@@ -86,13 +93,19 @@ func exitCodeFor(err error) int {
 		return exitOK
 	case errors.As(err, &ue):
 		return exitUsage
+	case errors.As(err, &le) && logon.Refused(le.Err):
+		return exitNoPerm
 	case errors.As(err, &le):
-		// Unreachable or refused: the message (logon.Error) says which.
 		return exitUnavailable
+	case errors.Is(err, cloudshell.ErrUnauthorized):
+		// A 401 that logging on again did not cure, from a call the mutex did not classify.
+		return exitNoPerm
 	}
 	// Everything else is the mutex's classification, translated.
 	switch mutex.ClassOf(err) {
-	case mutex.ClassAuth, mutex.ClassUnavailable, mutex.ClassTimeout:
+	case mutex.ClassAuth:
+		return exitNoPerm
+	case mutex.ClassUnavailable, mutex.ClassTimeout:
 		return exitUnavailable
 	case mutex.ClassSetup, mutex.ClassInvalid:
 		// The model is missing, the reservation is unknown or over, or the server rejected

@@ -36,6 +36,10 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
+	// status remembers first sightings in the user's cache directory: never the real one.
+	cache := filepath.Join(dir, "cache")
+	os.Setenv("XDG_CACHE_HOME", cache)
+	cacheDir = func() (string, error) { return cache, nil }
 	csmutexBin = filepath.Join(dir, "csmutex")
 	mockBin = filepath.Join(dir, "mockapi")
 	for _, b := range []struct{ out, pkg string }{{csmutexBin, "."}, {mockBin, "../mockapi"}} {
@@ -230,7 +234,21 @@ func TestUsageErrorsNeverContactServer(t *testing.T) {
 		"no command":              {},
 		"unknown command":         {"frobnicate"},
 		"unknown flag":            append([]string{"run"}, with("--bogus", "-r", "R", "--", "true")...),
-		"missing --":              append([]string{"run"}, with("-r", "R", "true")...),
+		"-c and a command":        append([]string{"run"}, with("-r", "R", "-c", "true", "--", "true")...),
+		"-c and a command word":   append([]string{"run"}, with("-r", "R", "-c", "true", "echo")...),
+		"empty -c":                append([]string{"run"}, with("-r", "R", "-c", "")...),
+		"poll below the floor":    append([]string{"run"}, with("-r", "R", "--poll-interval", "100ms", "--", "true")...),
+		"poll max below min":      append([]string{"run"}, with("-r", "R", "--poll-interval", "5s-2s", "--", "true")...),
+		"bad poll interval":       append([]string{"run"}, with("-r", "R", "--poll-interval", "often", "--", "true")...),
+		"short legacy max age":    append([]string{"run"}, with("-r", "R", "--legacy-max-age", "5s", "--", "true")...),
+		"empty service model":     append([]string{"run"}, with("-r", "R", "--service-model", " ", "--", "true")...),
+		"sandbox messages often":  append([]string{"run"}, with("-r", "R", "--sandbox-messages=1s", "--", "true")...),
+		"sandbox messages rarely": append([]string{"run"}, with("-r", "R", "--sandbox-messages=25h", "--", "true")...),
+		"sandbox messages value":  append([]string{"run"}, with("-r", "R", "--sandbox-messages", "30s", "--", "true")...),
+		"serve poll too fast":     append([]string{"serve"}, with("--poll-interval", "10ms")...),
+		"status empty model":      append([]string{"status"}, with("-r", "R", "--service-model", "")...),
+		"unknown global option":   append([]string{"--bogus"}, append([]string{"run"}, with("-r", "R", "--", "true")...)...),
+		"global options only":     {"--log-format", "json"},
 		"missing command":         append([]string{"run"}, with("-r", "R", "--")...),
 		"missing reservation":     append([]string{"run"}, with("--", "true")...),
 		"bad duration":            append([]string{"run"}, with("-r", "R", "-w", "soon", "--", "true")...),
@@ -305,7 +323,8 @@ func TestExitCodeMapping(t *testing.T) {
 		{"timeout, never reached the server", &mutex.TimeoutError{Name: "MUTEX", Last: transport, Unavailable: true}, exitUnavailable},
 		{"usage", usageErrorf("bad"), exitUsage},
 		{"dial", &logon.Error{Addr: "h:1", Err: transport}, exitUnavailable},
-		{"unauthorized", fmt.Errorf("x: %w", cloudshell.ErrUnauthorized), exitUnavailable},
+		{"logon refused", &logon.Error{Addr: "h:1", Err: &cloudshell.APIError{Method: "Logon", Code: 100, Message: "User 'x' is not authorized"}}, exitNoPerm},
+		{"unauthorized", fmt.Errorf("x: %w", cloudshell.ErrUnauthorized), exitNoPerm},
 		{"setup", fmt.Errorf("x: %w", mutex.ErrSetup), exitDataErr},
 		{"owner attribute missing", mutex.ErrOwnerAttributeMissing, exitDataErr},
 		{"permanent (bad reservation)", permanent, exitDataErr},
@@ -321,7 +340,7 @@ func TestExitCodeMapping(t *testing.T) {
 		t.Error("exitCodeFor(nil) != 0")
 	}
 	// The help table and the constants agree.
-	for _, code := range []int{exitOK, exitNotHeld, exitUsage, exitDataErr, exitUnavailable, exitLockLost, exitConflict, exitCannotExec, exitNotFound} {
+	for _, code := range []int{exitOK, exitNotHeld, exitUsage, exitDataErr, exitUnavailable, exitLockLost, exitConflict, exitNoPerm, exitCannotExec, exitNotFound} {
 		if !strings.Contains(exitCodesHelp, fmt.Sprintf("\n  %-7d ", code)) {
 			t.Errorf("exit code %d missing from the help table", code)
 		}
@@ -384,6 +403,11 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		"run help":                {"run", "--help"},
 		"status help":             {"status", "--help"},
 		"usage error":             {"run", "--password", secretPassword, "--token", secretToken, "--bogus"},
+		"mistyped short flag":     {"run", "-P" + secretPassword},
+		"mistyped short flag =":   {"run", "-r", "R", "-P=" + secretPassword},
+		"mistyped long flag =":    {"status", "--passwd=" + secretPassword},
+		"bad syntax":              {"status", "---password=" + secretPassword},
+		"global mistyped":         {"-P" + secretPassword, "status"},
 		"wrong password":          {"run", "-v", "--host", host, "--port", p, "--user", "admin", "--password", secretPassword, "-r", res, "--", "true"},
 		"bad token":               {"status", "-v", "--host", host, "--port", p, "--token", secretToken, "-r", res},
 		"unreachable":             {"status", "-v", "--host", "127.0.0.1", "--port", "1", "--user", "admin", "--password", secretPassword, "-r", res},
@@ -414,8 +438,8 @@ func TestDialFailures(t *testing.T) {
 		t.Errorf("unreachable: exit %d, want 69 naming 127.0.0.1:1:\n%s", code, stderr)
 	}
 	code, _, stderr = runMain(t, "status", "--host", host, "--port", strconv.Itoa(port), "--user", "admin", "--password", "wrong", "-r", res)
-	if code != exitUnavailable || !strings.Contains(stderr, fmt.Sprintf("%s:%d", host, port)) {
-		t.Errorf("wrong password: exit %d, want 69 naming the address:\n%s", code, stderr)
+	if code != exitNoPerm || !strings.Contains(stderr, fmt.Sprintf("%s:%d", host, port)) {
+		t.Errorf("wrong password: exit %d, want 77 naming the address:\n%s", code, stderr)
 	}
 	code, stdout, stderr := runMain(t, "status", "--host", host, "--port", strconv.Itoa(port), "--user", "admin", "--password", "admin", "-r", "no-such-reservation")
 	if code != exitDataErr {

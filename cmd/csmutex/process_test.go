@@ -535,7 +535,7 @@ func TestProcessConnectionErrors(t *testing.T) {
 		{"unknown flag", []string{"run", "--frobnicate", "--", "true"}, exitUsage, "frobnicate"},
 		{"missing reservation", []string{"run", "-r", "", "--", "true"}, exitUsage, "reservation"},
 		{"unreachable", []string{"run", "--host", "127.0.0.1", "--port", "1", "--", "true"}, exitUnavailable, "127.0.0.1:1"},
-		{"wrong password", []string{"run", "--password", secretPassword, "--", "true"}, exitUnavailable, fmt.Sprintf("%s:%d", m.host, m.port)},
+		{"wrong password", []string{"run", "--password", secretPassword, "--", "true"}, exitNoPerm, fmt.Sprintf("%s:%d", m.host, m.port)},
 		{"unknown reservation", []string{"run", "-r", "no-such-reservation", "--", "true"}, exitDataErr, "no-such-reservation"},
 	}
 	for _, c := range cases {

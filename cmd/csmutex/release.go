@@ -18,6 +18,7 @@ func releaseCmd(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	conn := addConnFlags(fs)
 	logf := addLogFlags(fs)
 	res := addReservationFlag(fs)
+	modelf := addModelFlag(fs)
 	var name, owner string
 	var force bool
 	fs.StringVar(&name, "name", mutex.DefaultName, "`NAME` of the lock to remove")
@@ -54,6 +55,9 @@ command and exits 70; a legacy holder does not, and goes on unprotected. Use
 		return fail(fmt.Errorf("refusing to release lock %q without --force: it removes the lock whoever holds it, "+
 			"breaking someone else's lock while their work may still be running (see 'csmutex status -r %s')", name, resID))
 	}
+	if err := modelf.validate(); err != nil {
+		return fail(err)
+	}
 	if err := logf.validate(); err != nil {
 		return fail(err)
 	}
@@ -72,7 +76,7 @@ command and exits 70; a legacy holder does not, and goes on unprotected. Use
 		log.Error().Err(err).Msg("cannot log on to CloudShell")
 		return exitCodeFor(err)
 	}
-	holder, err := mutex.ForceRelease(ctx, client, resID, mutex.WithName(name), mutex.WithOwner(breaker), mutex.WithLogger(base))
+	holder, err := mutex.ForceRelease(ctx, client, resID, mutex.WithName(name), mutex.WithOwner(breaker), mutex.WithLogger(base), mutex.WithServiceModel(modelf.model))
 	switch {
 	case errors.Is(err, mutex.ErrNotHeld):
 		log.Error().Msgf("reservation %s has no lock named %q: nothing to release", resID, name)

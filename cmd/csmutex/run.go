@@ -3,21 +3,22 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/csmutex/csmutex/mutex"
 	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
 )
 
-const runSynopsis = "csmutex run -r ID [flags] -- COMMAND [ARGS...]"
+const runSynopsis = "csmutex run -r ID [flags] [--] COMMAND [ARGS...]  |  csmutex run -r ID [flags] -c 'COMMAND LINE'"
 
 // releaseTimeout bounds the release after the command exits. The mutex retries a failing
 // release within it; past it the lease (if any) frees the lock.
@@ -28,45 +29,63 @@ const releaseTimeout = 30 * time.Second
 // seconds to minutes; sub-second leases are for tests.
 const minLease = 100 * time.Millisecond
 
-// testJitterEnv names the testing-only knob that replaces the 2-5 s wait between lock
-// attempts: "MIN,MAX" as durations, e.g. "5ms,20ms".
-const testJitterEnv = "CSMUTEX_TEST_JITTER"
+// Sandbox messages: --sandbox-messages alone writes at most one a minute; EVERY may not be
+// shorter than a few seconds, for the Output window is the sandbox user's to read, nor
+// longer than a day (a longer one is surely a typo).
+const (
+	defaultSandboxEvery = time.Minute
+	minSandboxEvery     = 5 * time.Second
+	maxSandboxEvery     = 24 * time.Hour
+)
 
 // runOptions is a checked `csmutex run` command line.
 type runOptions struct {
-	conn        *connFlags
-	log         *logFlags
-	reservation string
-	name        string
-	owner       string
-	timeout     time.Duration
-	nonblock    bool
-	conflict    int
-	lease       time.Duration
-	killGrace   time.Duration
-	jitter      []mutex.Option
-	command     []string
+	conn         *connFlags
+	log          *logFlags
+	lock         *lockFlags
+	reservation  string
+	name         string
+	owner        string
+	timeout      time.Duration
+	nonblock     bool
+	conflict     int
+	lease        time.Duration
+	killGrace    time.Duration
+	sandboxEvery time.Duration
+	shellLine    string
+	mutexOpts    []mutex.Option
+	command      []string
 	// path is command[0] resolved (exec.LookPath), before any lock is requested.
 	path string
 }
 
-func runHelp(w io.Writer, fs *flag.FlagSet) {
+func runHelp(w io.Writer, fs *pflag.FlagSet) {
 	fmt.Fprintf(w, `usage: %s
 
 Acquire the reservation's lock, run COMMAND while holding it, release it, and exit with
 COMMAND's exit code. The lock is a "Mutex Service" with the lock name as its alias: the
 same lock the public Reservation-Mutex-Lock snippet takes, so both exclude each other.
 
+Options come before COMMAND: everything from the first word that is not an option (or
+after "--") is the command and its arguments, so 'csmutex run -r R sh -c "x -n"' passes
+-n to x. -c 'COMMAND LINE' runs the line through sh -c (cmd /c on Windows), like flock -c.
+
 COMMAND is looked up in PATH first: if it cannot be found or executed, csmutex exits 127
 or 126 at once, without waiting for the lock. It inherits stdin, stdout, stderr and the
-environment, plus CSMUTEX_LOCK_HELD=1, CSMUTEX_RESERVATION_ID, CSMUTEX_LOCK_NAME and
-CSMUTEX_OWNER. SIGINT, SIGTERM and SIGHUP are forwarded to it (on Windows, Ctrl-C reaches
-it through the console). While it runs the lock's lease is renewed; if the lock is lost
-anyway, COMMAND gets SIGTERM, then SIGKILL (its whole process tree) after --kill-grace
-(on Windows its whole Job Object is terminated at once), and csmutex exits 70. If csmutex
-itself is killed, COMMAND's whole process tree is killed with it.
+environment, minus CloudShell credentials (CLOUDSHELL_PASSWORD, CLOUDSHELL_TOKEN), plus
+CSMUTEX_LOCK_HELD=1, CSMUTEX_RESERVATION_ID, CSMUTEX_LOCK_NAME and CSMUTEX_OWNER. SIGINT,
+SIGTERM and SIGHUP are forwarded to it (on Windows, Ctrl-C reaches it through the console).
+While it runs the lock's lease is renewed; if the lock is lost anyway, COMMAND gets
+SIGTERM, then SIGKILL (its whole process tree) after --kill-grace (on Windows its whole Job
+Object is terminated at once), and csmutex exits 70. If csmutex itself is killed,
+COMMAND's whole process tree is killed with it.
 
-`, runSynopsis)
+While it waits, csmutex shows who holds the lock, for how long, and how long it has
+waited: a status line rewritten in place when stderr is a terminal, else a log line every
+%s. -q hides both. --sandbox-messages tells the sandbox's user, in the reservation's
+Output window.
+
+`, runSynopsis, waitLogEvery)
 	printFlags(w, fs)
 	fmt.Fprint(w, exitCodesHelp)
 }
@@ -79,41 +98,49 @@ const defaultKillGrace = 5 * time.Second
 // the exit code when the command must stop (help, or a usage error).
 func parseRun(args []string, stdout, stderr io.Writer) (*runOptions, int) {
 	fs := newFlagSet("run")
-	o := &runOptions{conn: addConnFlags(fs), log: addLogFlags(fs)}
+	stopAtCommandWord(fs)
+	o := &runOptions{conn: addConnFlags(fs), log: addLogFlags(fs), lock: addLockFlags(fs)}
 	res := addReservationFlag(fs)
 	fs.StringVar(&o.name, "name", mutex.DefaultName, "lock `NAME` (the alias of the lock service)")
+	// No -o: flock's -o closes the lock's descriptor, a different thing.
 	fs.StringVar(&o.owner, "owner", "", "`LABEL` recorded as the lock's owner (default HOST:PID)")
-	for _, n := range []string{"w", "timeout"} {
-		fs.Var(newDurationValue(&o.timeout, mutex.DefaultWaitLimit), n,
-			"wait at most `DURATION` for the lock (e.g. 90s, 5m, or plain seconds: 30);\n0 means a single try, like -n")
-	}
-	for _, n := range []string{"n", "nonblock"} {
-		fs.BoolVar(&o.nonblock, n, false, "try once; if the lock is held, fail at once (exit 75 or -E)")
-	}
-	for _, n := range []string{"E", "conflict-exit-code"} {
-		fs.IntVar(&o.conflict, n, exitConflict, "exit `CODE` when the lock is not obtained")
-	}
+	fs.VarP(newDurationValue(&o.timeout, mutex.DefaultWaitLimit), "timeout", "w",
+		"wait at most `DURATION` for the lock (e.g. 90s, 5m, or plain seconds: 30);\n0 means a single try, like -n")
+	fs.BoolVarP(&o.nonblock, "nonblock", "n", false, "try once; if the lock is held, fail at once (exit 75 or -E)")
+	fs.IntVarP(&o.conflict, "conflict-exit-code", "E", exitConflict,
+		"exit `CODE` when the lock is not obtained (held, or still held after -w),\nto tell that from COMMAND's own exit 75")
 	fs.Var(newDurationValue(&o.lease, mutex.DefaultLease), "lease",
 		"`DURATION` after which waiters may break the lock if csmutex stops renewing it\n(killed, host down); 0 = never expires")
 	fs.Var(newDurationValue(&o.killGrace, defaultKillGrace), "kill-grace",
 		"after a lost lock, wait `DURATION` between SIGTERM and SIGKILL; at most half the lease's\nloss margin (lease/12), which is also the default when that is shorter than 5s")
+	fs.StringVarP(&o.shellLine, "command", "c", "",
+		"run `LINE` through sh -c (cmd /c on Windows) instead of\nCOMMAND [ARGS...]")
+	sandbox := fs.VarPF(newDurationValue(&o.sandboxEvery, 0), "sandbox-messages", "",
+		"write to the reservation's Output window that this driver waits for the\n"+
+			"lock and for whom, at most every `EVERY` ("+minSandboxEvery.String()+" to 24h; without =EVERY,\n"+
+			defaultSandboxEvery.String()+"), and when it got the lock")
+	sandbox.NoOptDefVal = defaultSandboxEvery.String()
 
 	help := func(w io.Writer) { runHelp(w, fs) }
+	defer commandWordSets.Delete(fs)
 	if done, code := parseFlags(fs, args, stdout, stderr, help, runSynopsis); done {
 		return nil, code
 	}
 	fail := func(err error) (*runOptions, int) { return nil, usageFail(stderr, "run", err, runSynopsis) }
 
-	// The command follows "--". flag stops at "--" and consumes it, or at the first
-	// non-flag argument; tell the two apart by what precedes the remainder.
 	rest := fs.Args()
-	consumed := args[:len(args)-len(rest)]
-	sawDashDash := len(consumed) > 0 && consumed[len(consumed)-1] == "--"
 	switch {
-	case !sawDashDash && len(rest) > 0:
-		return fail(fmt.Errorf("missing \"--\" before the command %q", rest[0]))
+	case len(rest) > 0 && slices.Contains(args, "--sandbox-messages") && isDuration(rest[0]):
+		// Its value is optional, so a separate word is the command's.
+		return fail(fmt.Errorf("write --sandbox-messages=%s: after --sandbox-messages, %q would be the command", rest[0], rest[0]))
+	case given(fs, "command") && len(rest) > 0:
+		return fail(fmt.Errorf("-c/--command and a COMMAND (%q) are mutually exclusive: give one", rest[0]))
+	case given(fs, "command") && strings.TrimSpace(o.shellLine) == "":
+		return fail(errors.New("-c/--command needs a command LINE"))
+	case given(fs, "command"):
+		rest = shellCommand(o.shellLine)
 	case len(rest) == 0 || rest[0] == "":
-		return fail(errors.New("missing COMMAND after \"--\""))
+		return fail(errors.New("missing COMMAND (after the options, or after \"--\"), or -c 'COMMAND LINE'"))
 	}
 	o.command = rest
 
@@ -121,8 +148,6 @@ func parseRun(args []string, stdout, stderr io.Writer) (*runOptions, int) {
 	if o.reservation, err = res.get(); err != nil {
 		return fail(err)
 	}
-	graceSet := false
-	fs.Visit(func(f *flag.Flag) { graceSet = graceSet || f.Name == "kill-grace" })
 	if err := mutex.ValidateName(o.name); err != nil {
 		return fail(fmt.Errorf("--name: %w", err))
 	}
@@ -131,6 +156,9 @@ func parseRun(args []string, stdout, stderr io.Writer) (*runOptions, int) {
 		return fail(fmt.Errorf("--lease must be 0 (never expires) or at least %s, not %s", minLease, o.lease))
 	case o.conflict < 0 || o.conflict > 255:
 		return fail(fmt.Errorf("-E/--conflict-exit-code must be between 0 and 255, not %d", o.conflict))
+	case given(fs, "sandbox-messages") && (o.sandboxEvery < minSandboxEvery || o.sandboxEvery > maxSandboxEvery):
+		return fail(fmt.Errorf("--sandbox-messages=EVERY must be between %s (the Output window is the sandbox user's) and %s, not %s",
+			minSandboxEvery, maxSandboxEvery, o.sandboxEvery))
 	}
 	if o.lease > 0 {
 		// The holder declares the lock lost at its loss point; waiters may break it only
@@ -139,15 +167,21 @@ func parseRun(args []string, stdout, stderr io.Writer) (*runOptions, int) {
 		// grace, the other half is slack for the kill and a busy machine.
 		limit := mutex.LossMargin(o.lease) / 2
 		switch {
-		case !graceSet:
+		case !given(fs, "kill-grace"):
 			o.killGrace = min(o.killGrace, limit)
 		case o.killGrace > limit:
 			return fail(fmt.Errorf("--kill-grace %s is too long for --lease %s: a command that ignores SIGTERM could still run when another driver may take the lock; use at most %s (lease/12), or a longer lease",
 				o.killGrace, o.lease, limit))
 		}
 	}
-	if o.jitter, err = testJitter(); err != nil {
+	if err := o.lock.validate(); err != nil {
 		return fail(err)
+	}
+	if o.mutexOpts, err = o.lock.options(); err != nil {
+		return fail(err)
+	}
+	if o.sandboxEvery > 0 {
+		o.mutexOpts = append(o.mutexOpts, mutex.WithSandboxMessages(o.sandboxEvery))
 	}
 	if err := o.log.validate(); err != nil {
 		return fail(err)
@@ -158,29 +192,28 @@ func parseRun(args []string, stdout, stderr io.Writer) (*runOptions, int) {
 	return o, 0
 }
 
-// testJitter reads CSMUTEX_TEST_JITTER (testing only, see testJitterEnv).
-func testJitter() ([]mutex.Option, error) {
-	v := os.Getenv(testJitterEnv)
-	if v == "" {
-		return nil, nil
-	}
-	lo, hi, ok := strings.Cut(v, ",")
-	minD, err1 := time.ParseDuration(strings.TrimSpace(lo))
-	maxD, err2 := time.ParseDuration(strings.TrimSpace(hi))
-	if !ok || err1 != nil || err2 != nil || minD <= 0 || maxD < minD {
-		return nil, usageErrorf("$%s must be MIN,MAX durations such as 5ms,20ms", testJitterEnv)
-	}
-	return []mutex.Option{mutex.WithRetry(mutex.Jitter(minD, maxD))}, nil
-}
-
 func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	o, code := parseRun(args, stdout, stderr)
 	if o == nil {
 		return code
 	}
+	// While waiting, logs go through the status reporter, which keeps them apart from the
+	// live status line. -q shows neither.
+	tty := isTerminal(stderr)
+	logw := stderr
+	var status *waitStatus
+	if !o.log.quiet {
+		f, _ := stderr.(*os.File)
+		live := tty && o.log.format == "console" && enableLiveLine(f)
+		status = newWaitStatus(stderr, live, func() int { return termWidth(f) })
+		logw = status.Writer()
+	}
 	// The mutex adds lock and reservation to its own messages; ours carry them too.
-	base := o.log.logger(stderr)
+	base := o.log.loggerTo(logw, tty)
 	log := base.With().Str("reservation", o.reservation).Str("lock", o.name).Logger()
+	if status != nil {
+		status.setLogger(log)
+	}
 
 	// A command that cannot run fails now, not after waiting for the lock (up to -w).
 	path, err := exec.LookPath(o.command[0])
@@ -201,7 +234,7 @@ func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	signal.Notify(sigc, forwardSignals...)
 	defer signal.Stop(sigc)
 
-	lock, sig, code := acquire(ctx, o, base, log, sigc)
+	lock, sig, code := acquire(ctx, o, base, log, sigc, status)
 	if lock == nil {
 		return code
 	}
@@ -215,7 +248,7 @@ func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 
 // acquire logs on and takes the lock. A signal meanwhile abandons the attempt. It returns
 // the lock (and any signal that arrived as it was obtained), or nil and the exit code.
-func acquire(ctx context.Context, o *runOptions, base, log zerolog.Logger, sigc <-chan os.Signal) (*mutex.Lock, os.Signal, int) {
+func acquire(ctx context.Context, o *runOptions, base, log zerolog.Logger, sigc <-chan os.Signal, status *waitStatus) (*mutex.Lock, os.Signal, int) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	got := make(chan os.Signal, 1)
@@ -258,14 +291,21 @@ func acquire(ctx context.Context, o *runOptions, base, log zerolog.Logger, sigc 
 	if o.owner != "" {
 		opts = append(opts, mutex.WithOwner(o.owner))
 	}
-	opts = append(opts, o.jitter...)
+	opts = append(opts, o.mutexOpts...)
+	if status != nil {
+		opts = append(opts, mutex.WithObserver(status.observe))
+	}
 	m := mutex.New(client, o.reservation, opts...)
 
 	var lock *mutex.Lock
+	start := time.Now()
 	if o.nonblock || o.timeout == 0 {
 		lock, err = m.TryLock(wctx)
 	} else {
 		lock, err = m.Lock(wctx)
+	}
+	if status != nil {
+		status.done()
 	}
 	s := interrupted()
 	if err != nil {
@@ -276,12 +316,19 @@ func acquire(ctx context.Context, o *runOptions, base, log zerolog.Logger, sigc 
 		code := lockFailureCode(err, o.conflict)
 		var le *mutex.LockedError
 		var te *mutex.TimeoutError
+		// Scripts (and the Python helper) read who holds the lock from the fields, not
+		// from the message.
+		notObtained := func(h mutex.Owner, waited time.Duration, tries int) *zerolog.Event {
+			return holderFields(log.Error(), h, time.Now()).Dur("waited_ms", waited).Int("tries", tries).Int("exit_code", code)
+		}
 		switch {
 		case errors.As(err, &le):
-			log.Error().Msgf("lock not obtained: lock %q in reservation %s is held by %s (-n: not waiting)", o.name, o.reservation, le.Holder)
+			notObtained(le.Holder, time.Since(start), 1).
+				Msgf("lock not obtained: lock %q in reservation %s is held by %s (-n: not waiting)", o.name, o.reservation, le.Holder)
 		case errors.As(err, &te) && code == o.conflict:
-			log.Error().Msgf("lock not obtained: gave up after %s waiting for lock %q in reservation %s, held by %s",
-				te.Waited.Round(time.Millisecond), o.name, o.reservation, holderText(te.Holder))
+			notObtained(te.Holder, te.Waited, te.Tries).
+				Msgf("lock not obtained: gave up after %s waiting for lock %q in reservation %s, held by %s",
+					te.Waited.Round(time.Millisecond), o.name, o.reservation, holderText(te.Holder))
 		case code == exitDataErr:
 			log.Error().Err(err).Msg("lock not obtained: bad reservation or CloudShell setup")
 		default:
@@ -329,7 +376,7 @@ func commandFailureCode(err error) int {
 func runLocked(ctx context.Context, o *runOptions, log zerolog.Logger, lock *mutex.Lock, sigc <-chan os.Signal,
 	stdin io.Reader, stdout, stderr io.Writer) int {
 	owner := lock.Owner()
-	env := append(os.Environ(),
+	env := commandEnv(os.Environ(),
 		"CSMUTEX_LOCK_HELD=1",
 		"CSMUTEX_RESERVATION_ID="+o.reservation,
 		"CSMUTEX_LOCK_NAME="+o.name,
@@ -387,7 +434,7 @@ wait:
 		case <-lostc:
 			lostc = nil
 			lostErr = lock.Err()
-			log.Error().Err(lostErr).Dur("kill_grace", o.killGrace).
+			log.Error().Err(lostErr).Dur("kill_grace_ms", o.killGrace).
 				Msg("lock lost while the command ran; terminating the command: it is no longer protected")
 			terminate()
 		case <-grace:
@@ -438,4 +485,11 @@ wait:
 	}
 	log.Debug().Int("exit_code", code).Msg("command finished")
 	return code
+}
+
+// isDuration reports whether s reads as a duration ("30s", "30"): a command word that is
+// one was most likely meant as a flag's value.
+func isDuration(s string) bool {
+	_, err := parseDuration(s)
+	return err == nil
 }

@@ -42,7 +42,7 @@ func startChild(path string, argv, env []string, stdin io.Reader, stdout, stderr
 	cmd := exec.Command(path)
 	cmd.Args = argv
 	cmd.Env, cmd.Stdin, cmd.Stdout, cmd.Stderr, cmd.WaitDelay = env, stdin, stdout, stderr, waitDelay
-	cmd.SysProcAttr = &windows.SysProcAttr{CreationFlags: windows.CREATE_SUSPENDED}
+	cmd.SysProcAttr = &windows.SysProcAttr{CreationFlags: windows.CREATE_SUSPENDED, CmdLine: shellCmdLine(argv)}
 	if err := cmd.Start(); err != nil {
 		windows.CloseHandle(job)
 		return nil, err

@@ -53,8 +53,8 @@ not application/json, and every CORS preflight. On a host shared by several user
 any of them can connect to 127.0.0.1, --auth-token-file requires a bearer token.
 
 Requests use the connection flags below unless they name their own "cloudshell" object.
-With --host, the sidecar logs on at start and exits 69 if it cannot (unreachable server,
-refused credentials). SIGINT or SIGTERM stops accepting connections, releases every held
+With --host, the sidecar logs on at start and exits 69 if it cannot reach CloudShell, 77
+if CloudShell refuses the credentials. SIGINT or SIGTERM stops accepting connections, releases every held
 lock, then exits 0.
 
 `, serveSynopsis, sidecar.DefaultAddr)
@@ -64,6 +64,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := newFlagSet("serve")
 	conn := addConnFlags(fs)
 	logf := addLogFlags(fs)
+	lockf := addLockFlags(fs)
 	var (
 		listen      string
 		allowRemote bool
@@ -99,10 +100,11 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
   64      usage error (bad flag, non-loopback address without --allow-remote, unusable
           --auth-token-file)
   69      cannot listen (address in use, socket path taken), or, with --host, cannot
-          log on to CloudShell at start (unreachable, credentials refused)
+          reach CloudShell at start
+  77      with --host: CloudShell refused the credentials at start (not worth a restart)
 
-Testing only: CSMUTEX_TEST_JITTER=MIN,MAX (e.g. "1ms,5ms") replaces the 2-5 s wait between
-lock attempts, as for run. Never set it in production.
+Testing only: CSMUTEX_TEST_JITTER=MIN,MAX (e.g. "1ms,5ms") replaces --poll-interval,
+as for run, below its floor. Never set it in production.
 `)
 	}
 	if done, code := parseFlags(fs, args, stdout, stderr, help, serveSynopsis); done {
@@ -131,7 +133,11 @@ lock attempts, as for run. Never set it in production.
 			return fail(fmt.Errorf("--allow-host: %w", err))
 		}
 	}
-	jitter, err := testJitter()
+	if err := lockf.validate(); err != nil {
+		return fail(err)
+	}
+	// The defaults for every request: requests set name, owner, lease and timeout only.
+	mutexOpts, err := lockf.options()
 	if err != nil {
 		return fail(err)
 	}
@@ -191,14 +197,14 @@ lock attempts, as for run. Never set it in production.
 		sidecar.WithLease(lease),
 		sidecar.WithHeartbeat(heartbeat),
 		sidecar.WithDefaultTTL(ttl),
-		sidecar.WithMutexOptions(jitter...),
+		sidecar.WithMutexOptions(mutexOpts...),
 		sidecar.WithAllowedOrigins(origins...),
 		sidecar.WithAllowedHosts(hosts...),
 		sidecar.WithBearerToken(authToken),
 	)
 
 	// Log on before announcing the address, as run does: a wrong password or an
-	// unreachable server is a startup failure (69), not a surprise for the first driver.
+	// unreachable server is a startup failure (77, 69), not a surprise for the first driver.
 	// The session is kept for the requests.
 	if creds.Host != "" {
 		if err := srv.LogOn(ctx); err != nil {
@@ -249,6 +255,9 @@ func (l *stringList) String() string {
 	}
 	return strings.Join(*l, ",")
 }
+
+// Type names the value in help when the usage names none.
+func (l *stringList) Type() string { return "VALUE" }
 
 func (l *stringList) Set(v string) error {
 	*l = append(*l, v)

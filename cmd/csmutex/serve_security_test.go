@@ -87,7 +87,7 @@ func (r *serveRun) do(t *testing.T, method, path, body string, header map[string
 }
 
 // With credentials, serve logs on at start: a wrong password or an unreachable server is
-// exit 69 with the reason, not a sidecar that looks healthy and fails every request.
+// exit 77 or 69 with the reason, not a sidecar that looks healthy and fails every request.
 func TestServeLogsOnAtStart(t *testing.T) {
 	clearEnv(t)
 	mock, conn, _ := serveMock(t)
@@ -99,7 +99,7 @@ func TestServeLogsOnAtStart(t *testing.T) {
 	if r != nil {
 		t.Fatal("serve started listening with a wrong password")
 	}
-	if code != exitUnavailable || !strings.Contains(stderr, "refused to log on user \"driver\"") || !strings.Contains(stderr, addr) {
+	if code != exitNoPerm || !strings.Contains(stderr, "refused to log on user \"driver\"") || !strings.Contains(stderr, addr) {
 		t.Fatalf("wrong password: exit %d, stderr %s", code, stderr)
 	}
 

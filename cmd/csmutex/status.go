@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/csmutex/csmutex/mutex"
 )
@@ -38,16 +40,34 @@ type lockStatus struct {
 	// "legacy: never broken automatically". One look cannot tell a live holder from a dead
 	// one: waiters decide that by watching the heartbeat for a whole lease.
 	State string `json:"state"`
+	// HeldSince is when the holder took the lock, by its own clock (RFC 3339), and
+	// HeldSeconds how long ago that was: csmutex locks whose record carries since=.
+	HeldSince   string  `json:"held_since,omitempty"`
+	HeldSeconds float64 `json:"held_seconds,omitempty"`
+	// ObservedSince is when `csmutex status` on this machine first saw this holder, for
+	// locks without HeldSince (legacy ones): the lock has been held for at least
+	// ObservedSeconds. Zero seconds means this listing is the first sighting.
+	ObservedSince   string  `json:"observed_since,omitempty"`
+	ObservedSeconds float64 `json:"observed_seconds,omitempty"`
 	// BreakOf is set on a break lock: the lock a waiter is breaking.
 	BreakOf string `json:"break_of,omitempty"`
 	// Raw is the "Mutex Owner" attribute verbatim.
 	Raw string `json:"raw"`
 }
 
-func toStatus(s mutex.LockState) lockStatus {
+// toStatus describes s at now; firstSeen is when this machine first saw its holder (zero:
+// unknown).
+func toStatus(s mutex.LockState, now, firstSeen time.Time) lockStatus {
 	h := s.Holder
 	st := lockStatus{Name: s.Name, Kind: "csmutex", Owner: h.Name, Host: h.Host, PID: h.PID, Token: h.Token,
 		Heartbeat: s.Heartbeat, BreakOf: s.BreakOf, Raw: h.Raw}
+	if !h.Since.IsZero() {
+		st.HeldSince = h.Since.UTC().Format(time.RFC3339Nano)
+		st.HeldSeconds = heldFor(h.Since, now).Seconds()
+	} else if !firstSeen.IsZero() {
+		st.ObservedSince = firstSeen.UTC().Format(time.RFC3339Nano)
+		st.ObservedSeconds = heldFor(firstSeen, now).Seconds()
+	}
 	if h.Legacy {
 		st.Kind = "legacy"
 		st.Owner = h.Raw
@@ -73,11 +93,15 @@ func toStatus(s mutex.LockState) lockStatus {
 	return st
 }
 
+// statusNow is the clock of status's held and observed times (tests: virtual time).
+var statusNow = time.Now
+
 func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("status")
 	conn := addConnFlags(fs)
 	logf := addLogFlags(fs)
 	res := addReservationFlag(fs)
+	modelf := addModelFlag(fs)
 	var asJSON bool
 	var name string
 	fs.BoolVar(&asJSON, "json", false, "print a JSON array (one object per lock) instead of a table")
@@ -86,13 +110,19 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(w, `usage: %s
 
 List every lock in the reservation: its name, owner label, host, pid, token, how long it
-has been held (as the holder reported at its last heartbeat), its lease and lease state;
+has been held, its lease and lease state;
 whether a csmutex or a legacy (Python snippet) driver took it; and, for a break lock, which
 lock is being broken.
 Prints "no locks" (or [] with --json) when there are none; that is not an error. An
 unknown or ended reservation is one (exit 65), as for run.
 
-`, statusSynopsis)
+HELD: for a csmutex lock, since when by the holder's record ("1m20s (since 06:40:01 UTC,
+holder's clock)"). A legacy lock (the Python snippet) records no time: status remembers
+when this machine first saw each holder, in a small file in the user's cache directory
+(%s), and shows "observed for at least 3m10s". Run status once when a driver seems
+stuck and again later: the second listing says how long the same holder has held on.
+
+`, statusSynopsis, filepath.Join("csmutex", sightingFile))
 		printFlags(w, fs)
 		fmt.Fprint(w, exitCodesHelp)
 	}
@@ -105,6 +135,9 @@ unknown or ended reservation is one (exit 65), as for run.
 	}
 	resID, err := res.get()
 	if err != nil {
+		return fail(err)
+	}
+	if err := modelf.validate(); err != nil {
 		return fail(err)
 	}
 	if err := logf.validate(); err != nil {
@@ -120,7 +153,7 @@ unknown or ended reservation is one (exit 65), as for run.
 		log.Error().Err(err).Msg("cannot log on to CloudShell")
 		return exitCodeFor(err)
 	}
-	states, err := mutex.Inspect(ctx, client, resID, mutex.WithLogger(log))
+	states, err := mutex.Inspect(ctx, client, resID, mutex.WithLogger(log), mutex.WithServiceModel(modelf.model))
 	if err != nil {
 		if states == nil {
 			// Classified as run classifies it: an unknown or ended reservation is a bad
@@ -135,10 +168,19 @@ unknown or ended reservation is one (exit 65), as for run.
 		}
 		log.Warn().Err(err).Msg("could not read the heartbeats; showing the locks without them")
 	}
+	now := statusNow()
+	keys := make([]lockKey, len(states))
+	for i, s := range states {
+		keys[i] = lockKey{s.Name, s.Holder.Raw}
+	}
+	firstSeen, err := recordSightings(conn.addr(), resID, modelf.model, keys, now)
+	if err != nil {
+		log.Debug().Err(err).Msg("cannot remember first sightings of locks; legacy locks show only this one")
+	}
 	out := []lockStatus{}
 	for _, s := range states {
 		if name == "" || s.Name == name || s.BreakOf == name {
-			out = append(out, toStatus(s))
+			out = append(out, toStatus(s, now, firstSeen[lockKey{s.Name, s.Holder.Raw}]))
 		}
 	}
 	if asJSON {
@@ -167,10 +209,8 @@ unknown or ended reservation is one (exit 65), as for run.
 		if s.Kind == "csmutex" && s.LeaseSeconds == 0 {
 			lease = "0s"
 		}
-		// HELD is the holder's own figure from its last heartbeat: "-" for holds younger
-		// than lease/3, which write none.
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			cell(s.Name), s.Kind, cell(owner), cell(s.Host), pid, cell(s.Token), cell(s.Held), cell(lease), cell(s.State), cell(s.BreakOf))
+			cell(s.Name), s.Kind, cell(owner), cell(s.Host), pid, cell(s.Token), cell(heldCell(s)), cell(lease), cell(s.State), cell(s.BreakOf))
 	}
 	if err := tw.Flush(); err != nil {
 		return exitUnavailable
@@ -188,4 +228,25 @@ func cell(s string) string {
 		return strconv.Quote(s)
 	}
 	return s
+}
+
+// heldCell is the HELD column: since when by the holder's record, else the holder's own
+// figure at its last heartbeat, else how long this machine has seen it.
+func heldCell(s lockStatus) string {
+	switch {
+	case s.HeldSince != "":
+		since, _ := time.Parse(time.RFC3339Nano, s.HeldSince)
+		return fmt.Sprintf("%s (since %s UTC, holder's clock)", secondsText(s.HeldSeconds), since.UTC().Format(time.TimeOnly))
+	case s.Held != "":
+		return s.Held + " (at last heartbeat)"
+	case s.ObservedSince != "" && s.ObservedSeconds == 0:
+		return "first seen now (run status again later)"
+	case s.ObservedSince != "":
+		return "observed for at least " + secondsText(s.ObservedSeconds)
+	}
+	return ""
+}
+
+func secondsText(sec float64) string {
+	return (time.Duration(sec * float64(time.Second))).Round(time.Second).String()
 }

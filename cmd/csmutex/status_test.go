@@ -20,12 +20,12 @@ func TestStatusState(t *testing.T) {
 			"renewing (heartbeat 7)", "2m20s"},
 	}
 	for _, tc := range cases {
-		got := toStatus(tc.state)
+		got := toStatus(tc.state, time.Now(), time.Time{})
 		if got.State != tc.want || got.Held != tc.held {
 			t.Errorf("%+v: state %q held %q, want %q %q", tc.state, got.State, got.Held, tc.want, tc.held)
 		}
 	}
-	if got := toStatus(cases[0].state); got.Kind != "legacy" || got.Owner != "py-7" {
+	if got := toStatus(cases[0].state, time.Now(), time.Time{}); got.Kind != "legacy" || got.Owner != "py-7" {
 		t.Errorf("legacy lock shown as %+v", got)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -124,8 +125,21 @@ func TestSystemdUnit(t *testing.T) {
 			t.Errorf("%s=%q, want %q", k, got, want)
 		}
 	}
-	if got := svc["RestartPreventExitStatus"]; len(got) != 1 || got[0] != "64" {
-		t.Errorf("RestartPreventExitStatus=%q, want 64 (usage errors do not heal)", got)
+	// Restart on what may pass, never on what cannot: a wrong password retried every few
+	// seconds forever only hammers CloudShell (and may lock the account).
+	prevent := map[string]bool{}
+	for _, v := range svc["RestartPreventExitStatus"] {
+		for _, code := range strings.Fields(v) {
+			prevent[code] = true
+		}
+	}
+	for code, why := range map[int]string{exitUsage: "usage error", exitDataErr: "bad input or setup", exitNoPerm: "credentials refused"} {
+		if !prevent[strconv.Itoa(code)] {
+			t.Errorf("RestartPreventExitStatus=%q lacks %d (%s does not heal by itself)", svc["RestartPreventExitStatus"], code, why)
+		}
+	}
+	if prevent[strconv.Itoa(exitUnavailable)] {
+		t.Errorf("RestartPreventExitStatus=%q includes %d: an unreachable CloudShell may come back", svc["RestartPreventExitStatus"], exitUnavailable)
 	}
 	if u.one(t, "Install", "WantedBy") != "multi-user.target" {
 		t.Error("WantedBy is not multi-user.target")
