@@ -47,6 +47,10 @@ func FuzzValidateName(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, name string) {
 		err := mutex.ValidateName(name)
+		derived := strings.Contains(name, ".slot.") || strings.Contains(name, ".read.")
+		if err == nil && derived && mutex.ValidateShapeName(name) == nil {
+			t.Fatalf("ValidateName accepted %q and so did ValidateShapeName", name)
+		}
 		if err == nil && (!utf8.ValidString(name) || strings.Contains(name, ".break.") || strings.TrimSpace(name) != name ||
 			name == "" || utf8.RuneCountInString(name) > mutex.MaxNameLength || strings.ContainsAny(name, "<>&\"'\n\r\x00")) {
 			t.Fatalf("ValidateName accepted %q", name)
@@ -74,5 +78,36 @@ func TestForceReleaseClassifiesRefusals(t *testing.T) {
 	_, err := mutex.ForceRelease(ctx, api, "R")
 	if mutex.ClassOf(err) != mutex.ClassInvalid || !strings.Contains(err.Error(), "has ended") {
 		t.Fatalf("ForceRelease on a refused removal = %v (class %s), want class Invalid naming the cause", err, mutex.ClassOf(err))
+	}
+}
+
+// Lock shapes derive "<name>.slot.<i>" and "<name>.read.<i>" from a shape's name: a lock name
+// may not collide with them by accident, yet the exact derived alias is that slot's lock.
+func TestValidateNameReservesShapeInfixes(t *testing.T) {
+	longest := strings.Repeat("s", mutex.MaxShapeNameLength)
+	for _, good := range []string{"SW.slot.1", "SW.read.16", "a b.slot.9999", longest + ".slot.9999", "slot.", "x.slotted", "x.reader"} {
+		if err := mutex.ValidateName(good); err != nil {
+			t.Errorf("ValidateName(%q) = %v", good, err)
+		}
+	}
+	for _, bad := range []string{"SW.slot.", "SW.slot.0", "SW.slot.01", "SW.slot.10000", "SW.slot.x", "SW.read.1.x",
+		"SW.slot.1.slot.1", ".slot.1", "a.read.b", "SW.read.1.break.0123456789abcdef", longest + "x.slot.1"} {
+		err := mutex.ValidateName(bad)
+		var ne *mutex.NameError
+		if !errors.As(err, &ne) || !errors.Is(err, mutex.ErrInvalid) || !strings.Contains(err.Error(), "reserved") && !strings.Contains(err.Error(), "limit") {
+			t.Errorf("ValidateName(%q) = %v, want a NameError saying why", bad, err)
+		}
+	}
+	if err := mutex.ValidateShapeName(longest); err != nil {
+		t.Errorf("ValidateShapeName(%d characters) = %v", len(longest), err)
+	}
+	for bad, why := range map[string]string{longest + "x": "limit for a lock shape", "SW.slot.1": "reserved", "": "empty"} {
+		if err := mutex.ValidateShapeName(bad); !errors.Is(err, mutex.ErrInvalid) || !strings.Contains(err.Error(), why) {
+			t.Errorf("ValidateShapeName(%q) = %v, want an invalid-name error saying %q", bad, err, why)
+		}
+	}
+	// Every derived alias of the longest shape name is itself a valid lock name.
+	if utf8.RuneCountInString(longest+mutex.SlotInfix+"9999") != mutex.MaxNameLength {
+		t.Errorf("MaxShapeNameLength %d leaves the longest derived alias short of or beyond MaxNameLength", mutex.MaxShapeNameLength)
 	}
 }
