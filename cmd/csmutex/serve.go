@@ -74,6 +74,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		origins     stringList
 		hosts       stringList
 		tokenFile   string
+		cohort      bool
 	)
 	fs.StringVar(&listen, "listen", sidecar.DefaultAddr,
 		"listen on `ADDR`: HOST:PORT (loopback unless --allow-remote; port 0 picks one)\nor unix:/path/to/socket (created with mode 0600)")
@@ -89,6 +90,8 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		"accept requests carrying Origin `ORIGIN` (scheme://host[:port];\nrepeatable). Default none: requests from web pages are refused.\nCORS is never granted")
 	fs.Var(&hosts, "allow-host",
 		"also accept Host `NAME[:PORT]` (repeatable; without PORT, at the\nlistening port): a name the sidecar is reached by, or a tunnel's\nport. Always accepted: localhost, 127.0.0.1, [::1] at the listening port")
+	fs.BoolVar(&cohort, "cohort", false,
+		"pass one CloudShell acquisition among the clients that ask for the same\nlock (same CloudShell, reservation, lease): up to 64 in a row or 60 s, then\nleave it free 5 s for others. The lock's owner record then names the first\nclient of the cohort, not each holder (GET /v1/locks shows who holds it)")
 	fs.StringVar(&tokenFile, "auth-token-file", "",
 		"require \"Authorization: Bearer TOKEN\" with the token kept in `PATH`\n(created with mode 0600 and a random token if absent), on every\npath but /livez: for hosts shared by several users")
 
@@ -201,6 +204,7 @@ as for run, below its floor. Never set it in production.
 		sidecar.WithAllowedOrigins(origins...),
 		sidecar.WithAllowedHosts(hosts...),
 		sidecar.WithBearerToken(authToken),
+		withCohort(cohort),
 	)
 
 	// Log on before announcing the address, as run does: a wrong password or an
@@ -262,4 +266,12 @@ func (l *stringList) Type() string { return "VALUE" }
 func (l *stringList) Set(v string) error {
 	*l = append(*l, v)
 	return nil
+}
+
+// withCohort is serve --cohort: mutex.DefaultCohortBound, whose reasons it documents.
+func withCohort(on bool) sidecar.Option {
+	if !on {
+		return func(*sidecar.Server) {}
+	}
+	return sidecar.WithCohort(mutex.DefaultCohortBound)
 }
