@@ -31,8 +31,10 @@ func (b *bench) legacyGaveUp(nSnippet, nCsmutex int) (gaveUp, attempts int, err 
 			lock = b.snippet
 		}
 		wg.Go(func() {
-			for range b.rounds {
-				err := lock(context.Background(), c, e.res, fmt.Sprintf("c%d", i), func() { time.Sleep(b.hold) })
+			// Longer and more critical sections than the other rows: enough queueing that
+			// the snippet's 100 tries (3.5 s at the default scale) can run out at all.
+			for range 3 * b.rounds {
+				err := lock(context.Background(), c, e.res, fmt.Sprintf("c%d", i), func() { time.Sleep(2 * b.hold) })
 				if snippet {
 					mu.Lock()
 					attempts++

@@ -18,6 +18,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"text/tabwriter"
@@ -34,13 +35,19 @@ func main() {
 		latency = flag.Duration("latency", 2*time.Millisecond, "fixed `LATENCY` of every mock call")
 		hold    = flag.Duration("hold", 50*time.Millisecond, "`DURATION` of each critical section")
 		rounds  = flag.Int("rounds", 4, "critical sections per contender")
+		only    = flag.String("only", "", "run only these comma-separated `GROUPS` of rows: uncontended, contention, load, handoff, legacy, cohort")
 	)
 	flag.Parse()
 	if *scale <= 0 || *latency < 0 || *hold <= 0 || *rounds < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -scale, -hold and -rounds must be positive, -latency not negative")
 		os.Exit(64)
 	}
-	b := &bench{scale: *scale, latency: *latency, hold: *hold, rounds: *rounds}
+	b := &bench{scale: *scale, latency: *latency, hold: *hold, rounds: *rounds, only: map[string]bool{}}
+	for _, g := range strings.Split(*only, ",") {
+		if g = strings.TrimSpace(g); g != "" {
+			b.only[g] = true
+		}
+	}
 	if err := b.run(os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -52,7 +59,10 @@ type bench struct {
 	latency time.Duration
 	hold    time.Duration
 	rounds  int
+	only    map[string]bool // empty: every group
 }
+
+func (b *bench) wants(group string) bool { return len(b.only) == 0 || b.only[group] }
 
 func (b *bench) scaled(d time.Duration) time.Duration { return time.Duration(float64(d) * b.scale) }
 
@@ -120,27 +130,24 @@ func (b *bench) run(w io.Writer) error {
 		rows = append(rows, r...)
 		return err
 	}
-	if err := add(b.uncontended()); err != nil {
-		return err
+	groups := []struct {
+		name string
+		run  func() ([]row, error)
+	}{
+		{"uncontended", b.uncontended},
+		{"contention", func() ([]row, error) { return b.each([]int{8, 16}, b.contention) }},
+		{"load", func() ([]row, error) { return b.each([]int{16, 64}, b.heldLoad) }},
+		{"handoff", b.handoff},
+		{"legacy", b.legacy},
+		{"cohort", b.cohorts},
 	}
-	for _, n := range []int{8, 16} {
-		if err := add(b.contention(n)); err != nil {
+	for _, g := range groups {
+		if !b.wants(g.name) {
+			continue
+		}
+		if err := add(g.run()); err != nil {
 			return err
 		}
-	}
-	for _, n := range []int{16, 64} {
-		if err := add(b.heldLoad(n)); err != nil {
-			return err
-		}
-	}
-	if err := add(b.handoff()); err != nil {
-		return err
-	}
-	if err := add(b.legacy()); err != nil {
-		return err
-	}
-	if err := add(b.cohorts()); err != nil {
-		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "measure\tcsmutex\tsnippet\tcsmutex/snippet\tnote")
@@ -148,6 +155,19 @@ func (b *bench) run(w io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.name, r.csm, r.snip, r.ratio, r.note)
 	}
 	return tw.Flush()
+}
+
+// each runs one measurement for every n.
+func (b *bench) each(ns []int, measure func(int) ([]row, error)) ([]row, error) {
+	var rows []row
+	for _, n := range ns {
+		r, err := measure(n)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, r...)
+	}
+	return rows, nil
 }
 
 func ratio(a, b float64) string {
