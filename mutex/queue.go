@@ -180,14 +180,17 @@ func (q *room) join(ctx context.Context) {
 	q.enter(ctx, data)
 }
 
-// enter takes a free slot and the next ticket, judging by data.
+// enter takes a free slot, and the next ticket unless it has one: a waiter whose entry was
+// overwritten by a concurrent joiner (or cleared while it was paused) keeps its place.
 func (q *room) enter(ctx context.Context, data []cloudshell.SandboxDataKeyValue) {
 	entries, used := parseRoom(q.m.cfg.name, data)
 	live := q.alive(entries)
-	for _, e := range entries {
-		q.ticket = max(q.ticket, e.ticket)
+	if q.ticket == 0 {
+		for _, e := range entries {
+			q.ticket = max(q.ticket, e.ticket)
+		}
+		q.ticket++
 	}
-	q.ticket++
 	for _, e := range entries {
 		if !slices.ContainsFunc(live, func(l roomEntry) bool { return l.slot == e.slot }) {
 			used[e.slot] = false // dead: its slot may be reused
