@@ -34,8 +34,9 @@ type CohortBound struct {
 //   - Passes spreads one acquisition's 3 calls over many critical sections when they are
 //     short; with Hold it caps how long the lock stays in one process.
 //
-// The price is the lock standing idle for Yield once per bound when nobody else wants it:
-// about 8% of the time for a cohort that is busy without pause.
+// When the cohort had to wait for the lock, others are in line too: that acquisition keeps
+// an eighth of the bound. The price is the lock standing idle for Yield once per bound when
+// nobody else wants it: about 8% of the time for a cohort that is busy without pause.
 var DefaultCohortBound = CohortBound{Passes: 64, Hold: 60 * time.Second, Yield: 5 * time.Second}
 
 // WithCohort makes the Lock and TryLock calls on one Mutex value a cohort (Dice, Marathe and
@@ -61,6 +62,7 @@ type cohort struct {
 	global *Lock // the CloudShell lock while a member holds it
 	taken  time.Time
 	passes int
+	limit  CohortBound  // this acquisition's bound: shorter when others are known to wait
 	queue  []chan grant // FIFO; each buffered (1): a grant never blocks the granter
 	yield  bool         // the lock was released for the bound: wait before retaking it
 }
@@ -174,6 +176,12 @@ func (c *cohort) lead(parent context.Context, wait, yield bool) (*Lock, error) {
 		return nil, err
 	}
 	c.global, c.taken, c.passes = l, m.cfg.clock.Now(), 1
+	// If others were waiting for this lock (we had to wait, or recently did), keep it for an
+	// eighth of the bound only: they are in line, and a whole bound would be their wait.
+	c.limit = c.bound
+	if m.expectContention() {
+		c.limit.Passes, c.limit.Hold = max(1, c.bound.Passes/8), c.bound.Hold/8
+	}
 	return c.member(l), nil
 }
 
@@ -226,8 +234,8 @@ func (c *cohort) next(ctx context.Context, g *Lock) error {
 	c.mu.Lock()
 	now := m.cfg.clock.Now()
 	live := g.Err() == nil && (g.owner.Lease <= 0 || now.Before(g.lossPoint()))
-	if len(c.queue) > 0 && live && c.passes < c.bound.Passes &&
-		(c.bound.Hold <= 0 || now.Sub(c.taken) < c.bound.Hold) {
+	if len(c.queue) > 0 && live && c.passes < c.limit.Passes &&
+		(c.limit.Hold <= 0 || now.Sub(c.taken) < c.limit.Hold) {
 		ch := c.queue[0]
 		c.queue = c.queue[1:]
 		c.passes++
