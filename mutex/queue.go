@@ -359,8 +359,9 @@ func (q *room) leave(ctx context.Context) {
 // interval is how long to wait before the next attempt, given the retry strategy's base.
 // The head polls at a quarter of it while the holder is new, backing off to the base as the
 // hold grows long (a long hold gains little from a fast handoff); a waiter at position k
-// reads the room every k/2 bases, so the total load grows with the logarithm of the number
-// of waiters, not with it.
+// reads the room every k-1 bases (the next in line every base, so that it is polling by
+// the time its turn comes), so the total load grows with the logarithm of the number of
+// waiters, not with it.
 func (q *room) interval(base time.Duration) time.Duration {
 	switch p := q.position(); {
 	case p == 0:
@@ -369,6 +370,6 @@ func (q *room) interval(base time.Duration) time.Duration {
 		held := q.m.cfg.clock.Now().Sub(q.headAt)
 		return min(max(base/4, held/8), base)
 	default:
-		return min(base*time.Duration(p)/2, q.ttl/3)
+		return min(base*time.Duration(p-1), q.ttl/3)
 	}
 }
