@@ -54,6 +54,7 @@ type config struct {
 	messageEvery   time.Duration
 	cohort         *CohortBound
 	noQueue        bool
+	priority       int
 	host           string
 	pid            int
 }
@@ -94,6 +95,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("mutex: clock must not be nil")
 	case c.messageEvery < 0:
 		return fmt.Errorf("mutex: sandbox message interval must not be negative, got %s", c.messageEvery)
+	case c.priority < 0 || c.priority > MaxPriority:
+		return fmt.Errorf("mutex: priority must be 0 to %d, got %d", MaxPriority, c.priority)
 	case c.cohort != nil:
 		return c.cohort.validate()
 	}

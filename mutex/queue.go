@@ -45,16 +45,49 @@ func queueKey(lock string, slot int) string { return fmt.Sprintf("%s%s.%02d", qu
 
 // roomEntry is one waiter's entry as read.
 type roomEntry struct {
-	slot   int
-	ticket int64
-	id     string
-	ttl    time.Duration
-	raw    string
+	slot     int
+	ticket   int64
+	priority int
+	floor    int64 // in half places; see place
+	id       string
+	ttl      time.Duration
+	raw      string
+}
+
+// Priorities (WithPriority) order the room by place, counted in half places:
+// 2*(ticket - priorityStep*priority), but never ahead of the entry that was at the front
+// when the waiter joined (floor, one half place behind it: the head keeps its turn, since it
+// polls the lock and no longer reads the room). A waiter of priority p so goes in as if it
+// had arrived priorityStep*p joins earlier. That is ageing without any clock: every later
+// join takes a larger ticket, so a waiter can be overtaken only by higher-priority waiters
+// that join within priorityStep*(their priority - its priority) joins after it, and is never
+// starved. Ties go to the earlier ticket.
+const (
+	priorityStep = 16
+	// MaxPriority is the highest priority WithPriority accepts.
+	MaxPriority = 9
+)
+
+func (e roomEntry) place() int64 {
+	return max(2*(e.ticket-priorityStep*int64(e.priority)), e.floor)
 }
 
 func (e roomEntry) before(o roomEntry) bool {
-	return e.ticket < o.ticket || (e.ticket == o.ticket && e.id < o.id)
+	if e.place() != o.place() {
+		return e.place() < o.place()
+	}
+	if e.ticket != o.ticket {
+		return e.ticket < o.ticket
+	}
+	return e.id < o.id
 }
+
+// WithPriority gives this Mutex's waiters a priority in the waiting room, 0 (the default)
+// to MaxPriority: a setup orchestration ahead of routine health checks. A waiter of priority
+// p goes in as if it had arrived 16·p waiters earlier, so lower priorities age ahead of later
+// arrivals and are never starved. Priorities order csmutex waiters only: legacy drivers do
+// not queue.
+func WithPriority(p int) Option { return func(c *config) { c.priority = p } }
 
 // parseRoom reads the entries of lock's room from sandbox data, and which slots exist.
 func parseRoom(lock string, data []cloudshell.SandboxDataKeyValue) (entries []roomEntry, used [queueSlots]bool) {
@@ -82,6 +115,12 @@ func parseRoom(lock string, data []cloudshell.SandboxDataKeyValue) (entries []ro
 				e.id = v
 			case "ttl":
 				e.ttl, _ = time.ParseDuration(v)
+			case "p":
+				if n, err := strconv.Atoi(v); err == nil && n >= 0 && n <= MaxPriority {
+					e.priority = n
+				}
+			case "f":
+				e.floor, _ = strconv.ParseInt(v, 10, 64)
 			}
 		}
 		if e.id == "" || e.ttl <= 0 {
@@ -99,6 +138,7 @@ type room struct {
 	id       string
 	slot     int // -1: not in the room
 	ticket   int64
+	floor    int64
 	seq      int
 	ttl      time.Duration
 	wrote    time.Time            // when our entry was last written
@@ -147,7 +187,11 @@ func (q *room) position() int {
 }
 
 func (q *room) value() string {
-	return fmt.Sprintf("t=%d id=%s seq=%d ttl=%s", q.ticket, q.id, q.seq, q.ttl)
+	v := fmt.Sprintf("t=%d id=%s seq=%d ttl=%s", q.ticket, q.id, q.seq, q.ttl)
+	if p := q.m.cfg.priority; p > 0 {
+		v += fmt.Sprintf(" p=%d f=%d", p, q.floor)
+	}
+	return v
 }
 
 func (q *room) write(ctx context.Context, value string) error {
@@ -190,6 +234,10 @@ func (q *room) enter(ctx context.Context, data []cloudshell.SandboxDataKeyValue)
 			q.ticket = max(q.ticket, e.ticket)
 		}
 		q.ticket++
+		if q.m.cfg.priority > 0 && len(live) > 0 {
+			sortRoom(live)
+			q.floor = live[0].place() + 1 // never ahead of the front: the head keeps its turn
+		}
 	}
 	for _, e := range entries {
 		if !slices.ContainsFunc(live, func(l roomEntry) bool { return l.slot == e.slot }) {
@@ -217,7 +265,7 @@ func (q *room) enter(ctx context.Context, data []cloudshell.SandboxDataKeyValue)
 		return
 	}
 	q.failures = 0
-	q.place(append(live, roomEntry{slot: q.slot, ticket: q.ticket, id: q.id, ttl: q.ttl}))
+	q.place(append(live, roomEntry{slot: q.slot, ticket: q.ticket, priority: q.m.cfg.priority, floor: q.floor, id: q.id, ttl: q.ttl}))
 	q.bury(ctx)
 }
 

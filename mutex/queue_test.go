@@ -2,7 +2,9 @@ package mutex_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -221,6 +223,69 @@ func TestQueueCostsNothingUncontended(t *testing.T) {
 		time.Sleep(2 * lease)
 		if n := cycle(); n != 3 {
 			t.Errorf("cycle a lease after contention: %d calls, want 3", n)
+		}
+	})
+}
+
+// A higher priority goes ahead, but only of waiters that arrived up to 16 joins per priority
+// level before it: a low priority ages ahead of later arrivals and is never starved.
+func TestQueuePriorityWithAgeing(t *testing.T) {
+	virtual(t, func(t *testing.T, env *testenv.Env) {
+		ctx := ctxTimeout(t, time.Hour)
+		holder, err := mutex.New(env.Client("holder"), env.ReservationID, fast(mutex.WithLease(time.Hour))...).Lock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var (
+			mu    sync.Mutex
+			order []string
+			wg    sync.WaitGroup
+		)
+		wait := func(name string, priority int) {
+			c := env.Client(name)
+			wg.Go(func() {
+				err := mutex.New(c, env.ReservationID, fast(mutex.WithPriority(priority))...).With(ctx, func(context.Context) error {
+					mu.Lock()
+					order = append(order, name)
+					mu.Unlock()
+					time.Sleep(5 * time.Millisecond)
+					return nil
+				})
+				if err != nil {
+					t.Error(err)
+				}
+			})
+			time.Sleep(30 * time.Millisecond) // one joins after the other
+		}
+		wait("first", 0) // heads the room: keeps its turn whatever arrives
+		wait("low", 0)
+		const highs = 20
+		for i := range highs {
+			wait(fmt.Sprintf("high%02d", i), 1)
+		}
+		time.Sleep(time.Second)
+		if err := holder.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		if order[0] != "first" {
+			t.Fatalf("the head lost its turn to a later, higher-priority waiter: %v", order)
+		}
+		low := slices.Index(order, "low")
+		// "first" holds ticket 1 and "low" ticket 2 (place 2 and 4 in half places); high
+		// waiter k (k = 0, 1, …) holds ticket k+3, placed at 2(k+3-16) but not before 3, just
+		// behind the head: the first 15 go ahead of "low", the 16th ties and yields to the
+		// older ticket, the rest come after.
+		if low != 16 {
+			t.Errorf("the low-priority waiter came %d-th of %d, want 17th: %v", low+1, len(order), order)
+		}
+		for i, name := range slices.DeleteFunc(slices.Clone(order[1:]), func(n string) bool { return n == "low" }) {
+			if name != fmt.Sprintf("high%02d", i) {
+				t.Fatalf("high-priority waiters out of arrival order: %v", order)
+			}
+		}
+		if _, err := mutex.New(env.Client("x"), env.ReservationID, mutex.WithPriority(mutex.MaxPriority+1)).Lock(ctx); !errors.Is(err, mutex.ErrInvalid) {
+			t.Errorf("priority above MaxPriority: %v, want ErrInvalid", err)
 		}
 	})
 }

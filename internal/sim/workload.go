@@ -207,7 +207,7 @@ func (w *World) runCsmutex(p *Process, spec ProcSpec, extra []mutex.Option) {
 	g := w.rngFor(p)
 	opts := append([]mutex.Option{
 		mutex.WithLease(p.lease), mutex.WithRetry(g.backoff(p.lease/20, p.lease/8)), mutex.WithClock(p),
-		mutex.WithOwner(p.name), mutex.WithWaitLimit(0),
+		mutex.WithOwner(p.name), mutex.WithWaitLimit(0), mutex.WithPriority(spec.Priority),
 	}, extra...)
 	if spec.Members > 1 {
 		w.runCohort(p, spec, opts)

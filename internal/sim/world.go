@@ -32,6 +32,8 @@ type ProcSpec struct {
 	// one Mutex, each running Rounds critical sections, passing the lock within Cohort.
 	Members int
 	Cohort  mutex.CohortBound
+	// Priority in the waiting room (mutex.WithPriority).
+	Priority int
 }
 
 // Scenario is everything one seed decides.
@@ -66,6 +68,9 @@ func (sc Scenario) String() string {
 		}
 		if p.CrashAt > 0 {
 			fmt.Fprintf(&b, " crash=%s", p.CrashAt)
+		}
+		if p.Priority > 0 {
+			fmt.Fprintf(&b, " priority=%d", p.Priority)
 		}
 		if p.Members > 1 {
 			fmt.Fprintf(&b, " cohort=%d passes<=%d hold<=%s yield=%s", p.Members, p.Cohort.Passes, p.Cohort.Hold, p.Cohort.Yield)
@@ -162,6 +167,13 @@ func NewScenario(seed uint64) Scenario {
 		p.Members = 2 + rc.IntN(3)
 		p.Cohort = mutex.CohortBound{Passes: 1 + rc.IntN(4), Hold: []time.Duration{0, p.Lease / 2, 2 * p.Lease}[rc.IntN(3)],
 			Yield: []time.Duration{0, p.Lease / 8}[rc.IntN(2)]}
+	}
+	// Priorities, from a stream of their own too.
+	rp := rand.New(rand.NewPCG(seed^0x9e10, mix(seed+11)))
+	for i := range sc.Procs {
+		if p := &sc.Procs[i]; !p.Legacy && rp.Float64() < 0.3 {
+			p.Priority = 1 + rp.IntN(mutex.MaxPriority)
+		}
 	}
 	return sc
 }
