@@ -421,3 +421,41 @@ func (q *room) interval(base time.Duration) time.Duration {
 		return min(base*time.Duration(p-1), q.ttl/3)
 	}
 }
+
+// Waiter is one entry of a lock's waiting room, as Waiters reports it.
+type Waiter struct {
+	Ticket   int64
+	Priority int
+	// ID names the waiting Lock call (not its owner: the lock record, once it holds, does).
+	ID string
+	// TTL is how long the entry may stay unchanged at the front before waiters skip it.
+	TTL time.Duration
+	// Raw is the entry as stored; it changes only when the head refreshes it.
+	Raw string
+}
+
+// Waiters reads the waiting rooms of every lock from a reservation's sandbox data
+// (GetSandboxData): by lock name, each in the order its waiters take turns (priorities
+// included). Dead entries cannot be told from live ones by one reading: an entry that stays
+// unchanged at the front for longer than its TTL is one.
+func Waiters(data []cloudshell.SandboxDataKeyValue) map[string][]Waiter {
+	locks := map[string]bool{}
+	for _, kv := range data {
+		rest, ok := strings.CutPrefix(kv.Key, queuePrefix)
+		if i := strings.LastIndexByte(rest, '.'); ok && i > 0 && len(rest)-i == 3 {
+			locks[rest[:i]] = true
+		}
+	}
+	out := map[string][]Waiter{}
+	for lock := range locks {
+		entries, _ := parseRoom(lock, data)
+		sortRoom(entries)
+		for _, e := range entries {
+			out[lock] = append(out[lock], Waiter{Ticket: e.ticket, Priority: e.priority, ID: e.id, TTL: e.ttl, Raw: e.raw})
+		}
+		if len(out[lock]) == 0 {
+			delete(out, lock)
+		}
+	}
+	return out
+}

@@ -289,3 +289,35 @@ func TestQueuePriorityWithAgeing(t *testing.T) {
 		}
 	})
 }
+
+// Waiters reads every lock's room in turn order, priorities included, and ignores what is
+// not an entry (cleared slots, foreign keys, damaged values).
+func TestWaitersReadsRooms(t *testing.T) {
+	data := []cloudshell.SandboxDataKeyValue{
+		{Key: "csmutex.queue.MUTEX.00", Value: "t=3 id=c seq=1 ttl=1m0s"},
+		{Key: "csmutex.queue.MUTEX.01", Value: "t=1 id=a seq=4 ttl=1m0s"},
+		{Key: "csmutex.queue.MUTEX.02", Value: "t=40 id=p seq=1 ttl=1m0s p=2 f=3"},
+		{Key: "csmutex.queue.MUTEX.03", Value: ""},
+		{Key: "csmutex.queue.MUTEX.04", Value: "garbage"},
+		{Key: "csmutex.queue.SWITCH.1.07", Value: "t=1 id=s seq=1 ttl=2m0s"},
+		{Key: "csmutex.queue.X.123", Value: "t=1 id=bad-slot seq=1 ttl=1m0s"},
+		{Key: "csmutex.heartbeat.ab", Value: "1 held=1s"},
+	}
+	got := mutex.Waiters(data)
+	ids := func(ws []mutex.Waiter) (s []string) {
+		for _, w := range ws {
+			s = append(s, w.ID)
+		}
+		return s
+	}
+	// p (ticket 40, priority 2: place 2·(40−32) = 16) goes after a (2) and c (6).
+	if m := ids(got["MUTEX"]); !slices.Equal(m, []string{"a", "c", "p"}) {
+		t.Errorf("MUTEX room %v, want [a c p]", m)
+	}
+	if s := got["SWITCH.1"]; len(s) != 1 || s[0].TTL != 2*time.Minute {
+		t.Errorf("SWITCH.1 room %+v", s)
+	}
+	if len(got) != 2 {
+		t.Errorf("rooms %v, want MUTEX and SWITCH.1 only", got)
+	}
+}
