@@ -16,6 +16,7 @@
 // How each shape is built on the alias primitive, its invariant and why it holds are in
 // docs/PROTOCOL.md ("Lock shapes").
 //
-// Priorities among waiters are not offered yet: they need the waiter queue of issue 9, and
-// the shapes wait by polling and by mutex.Lock.
+// Priorities: MutexOptions(mutex.WithPriority(p)) gives every wait a shape makes through
+// mutex.Lock that priority in the lock's waiting room (mutex.WithPriority, with ageing). A
+// shape's own polling for a free slot or member is not queued.
 package locks
