@@ -17,7 +17,8 @@ import (
 // "csmutex could not do its job":
 //
 //	0      success; for run, the command ran under the lock and exited 0
-//	1      release: the reservation has no such lock (nothing was removed)
+//	1      release: the reservation has no such lock (nothing was removed); state allocate:
+//	       every value of the range is allocated (nothing was written)
 //	64     usage error (EX_USAGE): unknown flag, missing argument, bad value. Nothing was
 //	       contacted: every flag is checked before the first network call.
 //	65     bad reservation or setup (EX_DATAERR): the reservation does not exist or has
@@ -29,7 +30,8 @@ import (
 //	       taken over, or renewals failed for most of a lease. The command was terminated
 //	       (SIGTERM, then SIGKILL after --kill-grace) because it was no longer protected.
 //	75     lock not obtained (EX_TEMPFAIL): held by someone else (-n) or still held when the
-//	       wait limit (-w) passed. -E/--conflict-exit-code replaces it.
+//	       wait limit (-w) passed; for a shape, full (every slot or too many pool members
+//	       held) or contended. -E/--conflict-exit-code replaces it.
 //	77     credentials refused (EX_NOPERM): CloudShell refused the logon (wrong user,
 //	       password, token or domain) or no longer accepts the session. Kept apart from
 //	       69 because it does not pass by itself: a supervisor that restarts on 69 must
@@ -59,7 +61,7 @@ const (
 // exitCodesHelp is the table printed by --help; keep it in step with the comment above.
 const exitCodesHelp = `Exit codes:
   0       success (run: the command ran under the lock and exited 0)
-  1       release: no such lock to release
+  1       release: no such lock to release; state allocate: range exhausted
   64      usage error; nothing was contacted
   65      bad reservation or CloudShell setup (unknown or ended reservation,
           Mutex Service model missing or without "Mutex Owner")

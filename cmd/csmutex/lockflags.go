@@ -8,6 +8,7 @@ import (
 	"unicode"
 
 	"github.com/csmutex/csmutex/mutex"
+	"github.com/sethvargo/go-retry"
 	"github.com/spf13/pflag"
 )
 
@@ -122,18 +123,34 @@ func (l *lockFlags) options() ([]mutex.Option, error) {
 	if l.legacyMaxAge > 0 {
 		opts = append(opts, mutex.WithLegacyMaxAge(l.legacyMaxAge))
 	}
-	jitter, err := testJitter()
+	strategy, err := l.retry()
 	if err != nil {
 		return nil, err
 	}
-	if jitter == nil {
-		jitter = []mutex.Option{mutex.WithRetry(mutex.Jitter(l.poll.min, l.poll.max))}
-	}
-	return append(opts, jitter...), nil
+	return append(opts, mutex.WithRetry(strategy)), nil
 }
 
-// testJitter reads CSMUTEX_TEST_JITTER (testing only, see testJitterEnv).
+// retry is the wait between attempts: --poll-interval, or CSMUTEX_TEST_JITTER (tests only).
+// Lock shapes take it apart from the mutex options, which they override (locks.WithRetry).
+func (l *lockFlags) retry() (func() retry.Backoff, error) {
+	jitter, err := testJitterStrategy()
+	if err != nil || jitter != nil {
+		return jitter, err
+	}
+	return mutex.Jitter(l.poll.min, l.poll.max), nil
+}
+
+// testJitter is CSMUTEX_TEST_JITTER as mutex options (none when it is not set).
 func testJitter() ([]mutex.Option, error) {
+	jitter, err := testJitterStrategy()
+	if err != nil || jitter == nil {
+		return nil, err
+	}
+	return []mutex.Option{mutex.WithRetry(jitter)}, nil
+}
+
+// testJitterStrategy reads CSMUTEX_TEST_JITTER (testing only, see testJitterEnv).
+func testJitterStrategy() (func() retry.Backoff, error) {
 	v := os.Getenv(testJitterEnv)
 	if v == "" {
 		return nil, nil
@@ -144,5 +161,5 @@ func testJitter() ([]mutex.Option, error) {
 	if !ok || err1 != nil || err2 != nil || minD <= 0 || maxD < minD {
 		return nil, usageErrorf("$%s must be MIN,MAX durations such as 5ms,20ms", testJitterEnv)
 	}
-	return []mutex.Option{mutex.WithRetry(mutex.Jitter(minD, maxD))}, nil
+	return mutex.Jitter(minD, maxD), nil
 }

@@ -4,10 +4,12 @@
 //	csmutex run -r RESERVATION [flags] [--] COMMAND [ARGS...]
 //	csmutex run -r RESERVATION [flags] -c 'COMMAND LINE'
 //
-// runs COMMAND while holding the reservation's lock (the same "MUTEX" service the public
+// runs COMMAND while holding the reservation's lock (or a lock shape: -s/--shared, --slots
+// N, a repeated --name, --pool; see run --help) (the same "MUTEX" service the public
 // Reservation-Mutex-Lock snippet uses, so both exclude each other), renews the lock's lease
 // while COMMAND runs, and releases the lock on every path. Other subcommands: status
-// (list the locks in a reservation), release (break a lock, with --force), serve (a lock
+// (list the locks in a reservation), release (break a lock, with --force), state (counters
+// and allocations in sandbox data, updated under a lock), serve (a lock
 // sidecar for drivers), version and help.
 //
 // Connection settings come from flags or, when a flag is not given, from the environment:
@@ -66,6 +68,8 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		return statusCmd(ctx, rest, stdout, stderr)
 	case "release":
 		return releaseCmd(ctx, rest, stdout, stderr)
+	case "state":
+		return stateCmd(ctx, rest, stdout, stderr)
 	case "version", "-version", "--version":
 		return versionCmd(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
@@ -115,7 +119,7 @@ func globalOptions(args []string) ([]string, error) {
 	return append(append([]string{rest[0]}, global...), rest[1:]...), nil
 }
 
-const shortUsage = `usage: csmutex run|status|release|serve|version|help [flags]
+const shortUsage = `usage: csmutex run|status|release|state|serve|version|help [flags]
 run 'csmutex --help' for details.
 `
 
@@ -124,8 +128,13 @@ const longUsage = `csmutex locks a CloudShell reservation for exclusive use.
 Usage:
   csmutex run -r ID [flags] [--] COMMAND [ARGS...] run COMMAND while holding the lock
   csmutex run -r ID [flags] -c 'COMMAND LINE'      the same, through sh -c (cmd /c)
+      lock shapes: -s (shared), --slots N (semaphore), --name A --name B (set),
+      --pool A,B,C --count K (any K members); see 'csmutex run --help'
   csmutex status -r ID [--json] [--name NAME]      list the locks in a reservation
   csmutex release -r ID [--name NAME] --force      break a lock, whoever holds it
+  csmutex state add|allocate|free|get -r ID NAME KEY ...
+                                                   counters and allocations kept in the
+                                                   reservation, updated under lock NAME
   csmutex serve [flags]                            run the lock sidecar
   csmutex service install|uninstall|start|stop     Windows: run the sidecar as a service
   csmutex version                                  print version, commit, Go version, os/arch

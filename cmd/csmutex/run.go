@@ -11,8 +11,10 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/csmutex/csmutex/locks"
 	"github.com/csmutex/csmutex/mutex"
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
@@ -40,11 +42,14 @@ const (
 
 // runOptions is a checked `csmutex run` command line.
 type runOptions struct {
-	conn         *connFlags
-	log          *logFlags
-	lock         *lockFlags
-	reservation  string
+	conn        *connFlags
+	log         *logFlags
+	lock        *lockFlags
+	shapeFlags  *shapeFlags
+	reservation string
+	// name labels what is locked in logs: the lock's name, or a set's or pool's names.
 	name         string
+	shape        shapeSpec
 	owner        string
 	timeout      time.Duration
 	nonblock     bool
@@ -54,6 +59,7 @@ type runOptions struct {
 	sandboxEvery time.Duration
 	shellLine    string
 	mutexOpts    []mutex.Option
+	lockOpts     []locks.Option
 	command      []string
 	// path is command[0] resolved (exec.LookPath), before any lock is requested.
 	path string
@@ -73,12 +79,27 @@ after "--") is the command and its arguments, so 'csmutex run -r R sh -c "x -n"'
 COMMAND is looked up in PATH first: if it cannot be found or executed, csmutex exits 127
 or 126 at once, without waiting for the lock. It inherits stdin, stdout, stderr and the
 environment, minus CloudShell credentials (CLOUDSHELL_PASSWORD, CLOUDSHELL_TOKEN), plus
-CSMUTEX_LOCK_HELD=1, CSMUTEX_RESERVATION_ID, CSMUTEX_LOCK_NAME and CSMUTEX_OWNER. SIGINT,
+CSMUTEX_LOCK_HELD=1, CSMUTEX_RESERVATION_ID, CSMUTEX_LOCK_NAME, CSMUTEX_OWNER,
+CSMUTEX_SHAPE and CSMUTEX_ALIASES (the lock services held), and per shape CSMUTEX_SLOT,
+CSMUTEX_SLOTS, CSMUTEX_READERS, CSMUTEX_NAMES, CSMUTEX_MEMBERS, CSMUTEX_POOL (below). SIGINT,
 SIGTERM and SIGHUP are forwarded to it (on Windows, Ctrl-C reaches it through the console).
-While it runs the lock's lease is renewed; if the lock is lost anyway, COMMAND gets
-SIGTERM, then SIGKILL (its whole process tree) after --kill-grace (on Windows its whole Job
-Object is terminated at once), and csmutex exits 70. If csmutex itself is killed,
+While it runs the lock's lease is renewed; if the lock (any part of a shape) is lost
+anyway, COMMAND gets SIGTERM, then SIGKILL (its whole process tree) after --kill-grace (on
+Windows its whole Job Object is terminated at once), and csmutex exits 70. If csmutex itself is killed,
 COMMAND's whole process tree is killed with it.
+
+Lock shapes (CSMUTEX_SHAPE; one shape per run, others are usage errors):
+  exclusive  the default: --name alone. It also waits for, and then excludes, shared
+             runs of the name (it takes the writer side of the shared/exclusive lock).
+  shared     -s/--shared: many runs at once (at most --readers, default 16), none while
+             an exclusive run (or a legacy snippet driver) holds the name. CSMUTEX_SLOT.
+  semaphore  --slots N: at most N runs hold --name at once. CSMUTEX_SLOT, CSMUTEX_SLOTS.
+  set        --name A --name B ...: every name or none, taken in sorted order, so two
+             sets never deadlock. CSMUTEX_NAMES (sorted, comma-separated).
+  pool       --pool A,B,C --count K: any K free members. CSMUTEX_MEMBERS: those held.
+Every party of a semaphore or shared lock must use the same N. For a set or pool,
+CSMUTEX_LOCK_NAME lists the names held, comma-separated, as CSMUTEX_NAMES and
+CSMUTEX_MEMBERS do; CSMUTEX_POOL lists all of the pool's members.
 
 While it waits, csmutex shows who holds the lock, for how long, and how long it has
 waited: a status line rewritten in place when stderr is a terminal, else a log line every
@@ -101,7 +122,7 @@ func parseRun(args []string, stdout, stderr io.Writer) (*runOptions, int) {
 	stopAtCommandWord(fs)
 	o := &runOptions{conn: addConnFlags(fs), log: addLogFlags(fs), lock: addLockFlags(fs)}
 	res := addReservationFlag(fs)
-	fs.StringVar(&o.name, "name", mutex.DefaultName, "lock `NAME` (the alias of the lock service)")
+	o.shapeFlags = addShapeFlags(fs)
 	// No -o: flock's -o closes the lock's descriptor, a different thing.
 	fs.StringVar(&o.owner, "owner", "", "`LABEL` recorded as the lock's owner (default HOST:PID)")
 	fs.VarP(newDurationValue(&o.timeout, mutex.DefaultWaitLimit), "timeout", "w",
@@ -148,9 +169,10 @@ func parseRun(args []string, stdout, stderr io.Writer) (*runOptions, int) {
 	if o.reservation, err = res.get(); err != nil {
 		return fail(err)
 	}
-	if err := mutex.ValidateName(o.name); err != nil {
-		return fail(fmt.Errorf("--name: %w", err))
+	if o.shape, err = o.shapeFlags.spec(); err != nil {
+		return fail(err)
 	}
+	o.name = strings.Join(o.shape.names, ",")
 	switch {
 	case o.lease > 0 && o.lease < minLease:
 		return fail(fmt.Errorf("--lease must be 0 (never expires) or at least %s, not %s", minLease, o.lease))
@@ -183,6 +205,11 @@ func parseRun(args []string, stdout, stderr io.Writer) (*runOptions, int) {
 	if o.sandboxEvery > 0 {
 		o.mutexOpts = append(o.mutexOpts, mutex.WithSandboxMessages(o.sandboxEvery))
 	}
+	strategy, err := o.lock.retry()
+	if err != nil {
+		return fail(err)
+	}
+	o.lockOpts = []locks.Option{locks.WithRetry(strategy), locks.WithWaitLimit(o.timeout)}
 	if err := o.log.validate(); err != nil {
 		return fail(err)
 	}
@@ -234,7 +261,7 @@ func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	signal.Notify(sigc, forwardSignals...)
 	defer signal.Stop(sigc)
 
-	lock, sig, code := acquire(ctx, o, base, log, sigc, status)
+	lock, info, sig, code := acquire(ctx, o, base, log, sigc, status)
 	if lock == nil {
 		return code
 	}
@@ -243,12 +270,13 @@ func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		log.Error().Str("signal", sig.String()).Msg("interrupted before the command started; lock released")
 		return exitSignalBase + signalNumber(sig)
 	}
-	return runLocked(ctx, o, log, lock, sigc, stdin, stdout, stderr)
+	return runLocked(ctx, o, log, lock, info, sigc, stdin, stdout, stderr)
 }
 
-// acquire logs on and takes the lock. A signal meanwhile abandons the attempt. It returns
-// the lock (and any signal that arrived as it was obtained), or nil and the exit code.
-func acquire(ctx context.Context, o *runOptions, base, log zerolog.Logger, sigc <-chan os.Signal, status *waitStatus) (*mutex.Lock, os.Signal, int) {
+// acquire logs on and takes the lock shape. A signal meanwhile abandons the attempt. It
+// returns what it holds (and any signal that arrived as it was obtained), or nil and the exit
+// code.
+func acquire(ctx context.Context, o *runOptions, base, log zerolog.Logger, sigc <-chan os.Signal, status *waitStatus) (holding, heldInfo, os.Signal, int) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	got := make(chan os.Signal, 1)
@@ -278,32 +306,33 @@ func acquire(ctx context.Context, o *runOptions, base, log zerolog.Logger, sigc 
 	if err != nil {
 		if s := interrupted(); s != nil {
 			log.Error().Str("signal", s.String()).Msg("interrupted while logging on")
-			return nil, nil, exitSignalBase + signalNumber(s)
+			return nil, heldInfo{}, nil, exitSignalBase + signalNumber(s)
 		}
 		log.Error().Err(err).Msg("cannot log on to CloudShell")
-		return nil, nil, exitCodeFor(err)
+		return nil, heldInfo{}, nil, exitCodeFor(err)
 	}
 
+	// The shape overrides name, retry and wait limit with its own (o.lockOpts); the plain
+	// lock (a name no shape can have) uses these.
 	opts := []mutex.Option{
-		mutex.WithName(o.name), mutex.WithLease(o.lease), mutex.WithWaitLimit(o.timeout),
-		mutex.WithLogger(base),
+		mutex.WithLease(o.lease), mutex.WithWaitLimit(o.timeout), mutex.WithLogger(base),
 	}
 	if o.owner != "" {
 		opts = append(opts, mutex.WithOwner(o.owner))
 	}
 	opts = append(opts, o.mutexOpts...)
 	if status != nil {
-		opts = append(opts, mutex.WithObserver(status.observe))
+		// A shape may wait on several locks at once (a pool's members, a semaphore's slots),
+		// each reporting from its own goroutine: one report at a time.
+		var observing sync.Mutex
+		opts = append(opts, mutex.WithObserver(func(ev mutex.WaitEvent) {
+			observing.Lock()
+			defer observing.Unlock()
+			status.observe(ev)
+		}))
 	}
-	m := mutex.New(client, o.reservation, opts...)
-
-	var lock *mutex.Lock
 	start := time.Now()
-	if o.nonblock || o.timeout == 0 {
-		lock, err = m.TryLock(wctx)
-	} else {
-		lock, err = m.Lock(wctx)
-	}
+	lock, info, err := o.shape.take(wctx, client, o.reservation, o.nonblock || o.timeout == 0, opts, o.lockOpts)
 	if status != nil {
 		status.done()
 	}
@@ -311,7 +340,7 @@ func acquire(ctx context.Context, o *runOptions, base, log zerolog.Logger, sigc 
 	if err != nil {
 		if s != nil {
 			log.Error().Str("signal", s.String()).Msg("interrupted while waiting for the lock")
-			return nil, nil, exitSignalBase + signalNumber(s)
+			return nil, heldInfo{}, nil, exitSignalBase + signalNumber(s)
 		}
 		code := lockFailureCode(err, o.conflict)
 		var le *mutex.LockedError
@@ -321,22 +350,44 @@ func acquire(ctx context.Context, o *runOptions, base, log zerolog.Logger, sigc 
 		notObtained := func(h mutex.Owner, waited time.Duration, tries int) *zerolog.Event {
 			return holderFields(log.Error(), h, time.Now()).Dur("waited_ms", waited).Int("tries", tries).Int("exit_code", code)
 		}
+		var be *locks.BusyError
 		switch {
-		case errors.As(err, &le):
+		case errors.As(err, &le) && o.shape.kind == shapeExclusive:
 			notObtained(le.Holder, time.Since(start), 1).
 				Msgf("lock not obtained: lock %q in reservation %s is held by %s (-n: not waiting)", o.name, o.reservation, le.Holder)
-		case errors.As(err, &te) && code == o.conflict:
+		case errors.As(err, &le):
+			notObtained(le.Holder, time.Since(start), 1).
+				Msgf("lock not obtained: %s in reservation %s: lock %q is held by %s (-n: not waiting)", o.shape.label(), o.reservation, le.Name, le.Holder)
+		case errors.As(err, &be):
+			log.Error().Strs("holders", be.Holders).Dur("waited_ms", time.Since(start)).Int("tries", 1).Int("exit_code", code).
+				Msgf("lock not obtained: %s in reservation %s is %s (-n: not waiting)", o.shape.label(), o.reservation, busyText(err))
+		case errors.As(err, &te) && code == o.conflict && o.shape.kind == shapeExclusive:
 			notObtained(te.Holder, te.Waited, te.Tries).
 				Msgf("lock not obtained: gave up after %s waiting for lock %q in reservation %s, held by %s",
 					te.Waited.Round(time.Millisecond), o.name, o.reservation, holderText(te.Holder))
+		case errors.As(err, &te) && code == o.conflict:
+			notObtained(te.Holder, te.Waited, te.Tries).
+				Msgf("lock not obtained: gave up after %s waiting for %s in reservation %s%s",
+					te.Waited.Round(time.Millisecond), o.shape.label(), o.reservation, shapeHolderText(te))
 		case code == exitDataErr:
 			log.Error().Err(err).Msg("lock not obtained: bad reservation or CloudShell setup")
 		default:
 			log.Error().Err(err).Msg("lock not obtained")
 		}
-		return nil, nil, code
+		return nil, heldInfo{}, nil, code
 	}
-	return lock, s, 0
+	return lock, info, s, 0
+}
+
+// shapeHolderText says what a shape's wait was last held up by, when the timeout knows.
+func shapeHolderText(te *mutex.TimeoutError) string {
+	if te.Holder.IsZero() {
+		return ""
+	}
+	if te.Name != "" {
+		return fmt.Sprintf(": lock %q held by %s", te.Name, te.Holder)
+	}
+	return ", held by " + te.Holder.String()
 }
 
 func holderText(o mutex.Owner) string {
@@ -348,10 +399,10 @@ func holderText(o mutex.Owner) string {
 
 // release unlocks with a fresh, bounded context: it must run whatever happened to the
 // caller's. It returns the error, already logged.
-func release(lock *mutex.Lock, log zerolog.Logger) error {
+func release(lock holding, log zerolog.Logger) error {
 	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
-	err := lock.Unlock(ctx)
+	err := lock.Release(ctx)
 	switch {
 	case err == nil:
 		log.Debug().Msg("lock released")
@@ -373,15 +424,10 @@ func commandFailureCode(err error) int {
 }
 
 // runLocked runs the command while lock is held and releases the lock afterwards.
-func runLocked(ctx context.Context, o *runOptions, log zerolog.Logger, lock *mutex.Lock, sigc <-chan os.Signal,
+func runLocked(ctx context.Context, o *runOptions, log zerolog.Logger, lock holding, info heldInfo, sigc <-chan os.Signal,
 	stdin io.Reader, stdout, stderr io.Writer) int {
-	owner := lock.Owner()
-	env := commandEnv(os.Environ(),
-		"CSMUTEX_LOCK_HELD=1",
-		"CSMUTEX_RESERVATION_ID="+o.reservation,
-		"CSMUTEX_LOCK_NAME="+o.name,
-		"CSMUTEX_OWNER="+owner.Name,
-	)
+	owner := info.owner
+	env := commandEnv(os.Environ(), info.env(o.reservation)...)
 	// An interactive command stays in our process group so that it keeps the terminal;
 	// otherwise it gets its own group, so that signals reach its whole process tree
 	// (a shell script's children too) and nothing it leaves behind outlives a lost lock.
@@ -398,7 +444,7 @@ func runLocked(ctx context.Context, o *runOptions, log zerolog.Logger, lock *mut
 		return commandFailureCode(err)
 	}
 	defer c.close()
-	c.logStart(log.Debug()).Str("owner", owner.String()).Msg("command started")
+	c.logStart(log.Debug()).Str("owner", owner.String()).Str("shape", info.spec.kind).Strs("aliases", info.aliases).Msg("command started")
 
 	waitc := make(chan error, 1)
 	go func() { waitc <- c.wait() }()
@@ -475,12 +521,12 @@ wait:
 			lostErr = err
 		}
 	} else {
-		_ = lock.Unlock(context.Background()) // stops renewals; removes nothing
+		_ = lock.Release(context.Background()) // stops renewals; removes only the parts still held
 	}
 	if lostErr != nil {
 		c.cleanup() // whatever the command left running in its group (job on Windows)
 		log.Error().Int("command_exit_code", code).
-			Msgf("lock %q in reservation %s was lost while the command ran (%v); exiting %d", o.name, o.reservation, lostErr, exitLockLost)
+			Msgf("%s in reservation %s was lost while the command ran (%v); exiting %d", o.shape.label(), o.reservation, lostErr, exitLockLost)
 		return exitLockLost
 	}
 	log.Debug().Int("exit_code", code).Msg("command finished")

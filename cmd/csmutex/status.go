@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -19,6 +21,21 @@ const statusSynopsis = "csmutex status -r ID [--json] [--name NAME]"
 // lockStatus is one lock as `csmutex status --json` prints it.
 type lockStatus struct {
 	Name string `json:"name"`
+	// Shape is what the lock is, by its name: "lock" (a plain lock: an exclusive run, the
+	// exclusive side of a shared lock, or a member of a lock set or pool, which are plain
+	// locks), "semaphore" (slot Slot of the semaphore Group), "shared" (reader slot Slot of
+	// the shared lock Group), or "break" (a break lock). Mode is "exclusive", "shared" or
+	// "slot" accordingly ("" for a break lock).
+	Shape string `json:"shape"`
+	Mode  string `json:"mode,omitempty"`
+	Group string `json:"group,omitempty"`
+	Slot  int    `json:"slot,omitempty"`
+	// Members are the locks whose holder records name the same owner, host and pid, this
+	// one included, when there are several: the locks of a set or pool taken together (or
+	// several holds of one process, such as a sidecar).
+	Members []string `json:"members,omitempty"`
+	// Waiters are the csmutex waiters queued for this lock, in the order they take turns.
+	Waiters []waiterStatus `json:"waiters,omitempty"`
 	// Kind is "csmutex" for a lock csmutex took, "legacy" for one taken by the public
 	// Python snippet or by hand (no owner record csmutex can read).
 	Kind  string `json:"kind"`
@@ -50,6 +67,7 @@ type lockStatus struct {
 	ObservedSince   string  `json:"observed_since,omitempty"`
 	ObservedSeconds float64 `json:"observed_seconds,omitempty"`
 	// BreakOf is set on a break lock: the lock a waiter is breaking.
+	// Kind is "free" for a row that lists only waiters: the lock itself is not held.
 	BreakOf string `json:"break_of,omitempty"`
 	// Raw is the "Mutex Owner" attribute verbatim.
 	Raw string `json:"raw"`
@@ -105,14 +123,19 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	var asJSON bool
 	var name string
 	fs.BoolVar(&asJSON, "json", false, "print a JSON array (one object per lock) instead of a table")
-	fs.StringVar(&name, "name", "", "show only the lock `NAME` (and the break locks aimed at it)")
+	fs.StringVar(&name, "name", "", "show only the lock `NAME` (with the break locks aimed at it, and the\nslots of the semaphore or shared lock NAME)")
 	help := func(w io.Writer) {
 		fmt.Fprintf(w, `usage: %s
 
 List every lock in the reservation: its name, owner label, host, pid, token, how long it
 has been held, its lease and lease state;
 whether a csmutex or a legacy (Python snippet) driver took it; and, for a break lock, which
-lock is being broken.
+lock is being broken. Lock shapes are grouped: the slots of a semaphore ("SW.slot.2") and
+the reader slots of a shared lock ("TOPO.read.1") under a line with how many are held
+(the N of a semaphore is not recorded in the reservation: every party passes it). Lock
+sets and pools are plain locks: SHAPE says which other locks the same holder holds.
+WAITERS counts the csmutex waiters queued for each lock and how long this machine has
+seen the oldest (queue entries record no time).
 Prints "no locks" (or [] with --json) when there are none; that is not an error. An
 unknown or ended reservation is one (exit 65), as for run.
 
@@ -169,18 +192,34 @@ stuck and again later: the second listing says how long the same holder has held
 		log.Warn().Err(err).Msg("could not read the heartbeats; showing the locks without them")
 	}
 	now := statusNow()
-	keys := make([]lockKey, len(states))
-	for i, s := range states {
-		keys[i] = lockKey{s.Name, s.Holder.Raw}
+	var waiters map[string][]waiterStatus
+	if data, err := client.GetSandboxData(ctx, resID); err != nil {
+		log.Warn().Err(err).Msg("could not read the waiting room; showing the locks without waiters")
+	} else {
+		waiters = parseWaiters(data)
+	}
+	keys := make([]lockKey, 0, len(states))
+	for _, s := range states {
+		keys = append(keys, lockKey{s.Name, s.Holder.Raw})
+	}
+	for _, ws := range waiters {
+		for _, w := range ws {
+			keys = append(keys, w.key)
+		}
 	}
 	firstSeen, err := recordSightings(conn.addr(), resID, modelf.model, keys, now)
 	if err != nil {
 		log.Debug().Err(err).Msg("cannot remember first sightings of locks; legacy locks show only this one")
 	}
-	out := []lockStatus{}
+	all := make([]lockStatus, 0, len(states))
 	for _, s := range states {
-		if name == "" || s.Name == name || s.BreakOf == name {
-			out = append(out, toStatus(s, now, firstSeen[lockKey{s.Name, s.Holder.Raw}]))
+		all = append(all, toStatus(s, now, firstSeen[lockKey{s.Name, s.Holder.Raw}]))
+	}
+	all = withShapes(all, waiters, firstSeen, now)
+	out := []lockStatus{}
+	for _, s := range all {
+		if name == "" || s.Name == name || s.BreakOf == name || s.Group == name {
+			out = append(out, s)
 		}
 	}
 	if asJSON {
@@ -197,9 +236,14 @@ stuck and again later: the second listing says how long the same holder has held
 		return exitOK
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tKIND\tOWNER\tHOST\tPID\tTOKEN\tHELD\tLEASE\tSTATE\tBREAK-OF")
+	fmt.Fprintln(tw, "NAME\tSHAPE\tKIND\tOWNER\tHOST\tPID\tTOKEN\tHELD\tLEASE\tSTATE\tWAITERS\tBREAK-OF")
+	group := ""
 	for _, s := range out {
-		owner, pid, lease := s.Owner, "-", s.Lease
+		if s.Group != "" && s.Group != group {
+			fmt.Fprintf(tw, "%s\t%s\t\t\t\t\t\t\t\t\t\t\n", cell(s.Group), groupSummary(s.Group, out))
+		}
+		group = s.Group
+		owner, pid, lease, name := s.Owner, "-", s.Lease, s.Name
 		if s.PID != 0 {
 			pid = strconv.Itoa(s.PID)
 		}
@@ -209,13 +253,156 @@ stuck and again later: the second listing says how long the same holder has held
 		if s.Kind == "csmutex" && s.LeaseSeconds == 0 {
 			lease = "0s"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			cell(s.Name), s.Kind, cell(owner), cell(s.Host), pid, cell(s.Token), cell(heldCell(s)), cell(lease), cell(s.State), cell(s.BreakOf))
+		if s.Group != "" {
+			name = "  " + name
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			cell(name), cell(shapeCell(s)), s.Kind, cell(owner), cell(s.Host), pid, cell(s.Token), cell(heldCell(s)), cell(lease), cell(s.State),
+			cell(waitersCell(s.Waiters)), cell(s.BreakOf))
 	}
 	if err := tw.Flush(); err != nil {
 		return exitUnavailable
 	}
 	return exitOK
+}
+
+// withShapes says what shape each lock belongs to, which locks its holder holds together,
+// and who waits for it; adds a row for each lock that has waiters but no holder; and orders
+// the rows so that a shape's slots follow one another (and the plain lock of the same name).
+func withShapes(all []lockStatus, waiters map[string][]waiterStatus, firstSeen map[lockKey]time.Time, now time.Time) []lockStatus {
+	type holderID struct {
+		owner, host string
+		pid         int
+	}
+	held := map[holderID][]string{}
+	present := map[string]bool{}
+	for i := range all {
+		s := &all[i]
+		present[s.Name] = true
+		switch group, kind, slot := splitSlot(s.Name); {
+		case s.BreakOf != "":
+			s.Shape = "break"
+		case kind == mutex.SlotInfix:
+			s.Shape, s.Mode, s.Group, s.Slot = "semaphore", "slot", group, slot
+		case kind == mutex.ReadInfix:
+			s.Shape, s.Mode, s.Group, s.Slot = "shared", "shared", group, slot
+		default:
+			s.Shape, s.Mode = "lock", "exclusive"
+		}
+		if s.Kind == "csmutex" && s.BreakOf == "" && s.PID != 0 {
+			id := holderID{s.Owner, s.Host, s.PID}
+			held[id] = append(held[id], s.Name)
+		}
+	}
+	for i := range all {
+		s := &all[i]
+		if ms := held[holderID{s.Owner, s.Host, s.PID}]; s.Kind == "csmutex" && s.BreakOf == "" && len(ms) > 1 {
+			s.Members = slices.Sorted(slices.Values(ms))
+		}
+	}
+	for lock, ws := range waiters {
+		observeWaiters(ws, firstSeen, now)
+		if !present[lock] {
+			st := lockStatus{Name: lock, Kind: "free", State: "not held (waiters queued)"}
+			all = append(all, withShapes([]lockStatus{st}, nil, nil, now)...)
+		}
+		for i := range all {
+			if all[i].Name == lock {
+				all[i].Waiters = ws
+			}
+		}
+	}
+	// A shape's rows sort under its name: "SW", then "SW.slot.1", "SW.slot.2", ... "SW.slot.10".
+	sortKey := func(s lockStatus) (string, int, int) {
+		switch {
+		case s.BreakOf != "":
+			return s.BreakOf, 3, 0
+		case s.Group != "" && s.Shape == "semaphore":
+			return s.Group, 1, s.Slot
+		case s.Group != "":
+			return s.Group, 2, s.Slot
+		}
+		return s.Name, 0, 0
+	}
+	slices.SortStableFunc(all, func(a, b lockStatus) int {
+		an, ar, as := sortKey(a)
+		bn, br, bs := sortKey(b)
+		return cmp.Or(strings.Compare(an, bn), cmp.Compare(ar, br), cmp.Compare(as, bs))
+	})
+	return all
+}
+
+// splitSlot splits a slot alias, "SW.slot.2" or "TOPO.read.1", into the shape's name, the
+// infix and the slot; kind is "" for any other name.
+func splitSlot(alias string) (group, kind string, slot int) {
+	for _, infix := range []string{mutex.SlotInfix, mutex.ReadInfix} {
+		i := strings.LastIndex(alias, infix)
+		if i <= 0 {
+			continue
+		}
+		num := alias[i+len(infix):]
+		n, err := strconv.Atoi(num)
+		if err != nil || n < 1 || n > mutex.MaxSlots || strconv.Itoa(n) != num {
+			continue
+		}
+		return alias[:i], infix, n
+	}
+	return "", "", 0
+}
+
+// groupSummary is the line above a shape's slots: how many are held.
+func groupSummary(group string, rows []lockStatus) string {
+	slots, readers, writer := 0, 0, false
+	for _, s := range rows {
+		switch {
+		case s.Group == group && s.Shape == "semaphore" && s.Kind != "free":
+			slots++
+		case s.Group == group && s.Shape == "shared" && s.Kind != "free":
+			readers++
+		case s.Name == group && s.Kind != "free":
+			writer = true
+		}
+	}
+	var parts []string
+	if slots > 0 {
+		parts = append(parts, fmt.Sprintf("semaphore: %d slots held", slots))
+	}
+	if readers > 0 {
+		parts = append(parts, fmt.Sprintf("shared: %d readers", readers))
+	}
+	if readers > 0 && writer {
+		parts = append(parts, "exclusive side taken (waiting for the readers)")
+	}
+	if len(parts) == 0 {
+		return "(slots not held)"
+	}
+	return strings.Join(parts, "; ")
+}
+
+// shapeCell is the SHAPE column: "slot 2", "reader 1", "exclusive", or the other locks the
+// same holder holds ("exclusive, with B,C": a set's or a pool's).
+func shapeCell(s lockStatus) string {
+	var c string
+	switch s.Shape {
+	case "semaphore":
+		c = "slot " + strconv.Itoa(s.Slot)
+	case "shared":
+		c = "reader " + strconv.Itoa(s.Slot)
+	case "break":
+		return "break"
+	default:
+		c = "exclusive"
+	}
+	if len(s.Members) > 1 {
+		var others []string
+		for _, m := range s.Members {
+			if m != s.Name {
+				others = append(others, m)
+			}
+		}
+		c += ", with " + strings.Join(others, ",")
+	}
+	return c
 }
 
 // cell makes a value safe for one table cell: "-" when empty, quoted when it holds
