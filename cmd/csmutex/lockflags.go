@@ -78,6 +78,7 @@ type lockFlags struct {
 	model        string
 	legacyMaxAge time.Duration
 	poll         pollInterval
+	priority     int
 	waiter       bool // the flags that only a waiting party uses are registered
 }
 
@@ -98,6 +99,8 @@ func addLockFlags(fs *pflag.FlagSet) *lockFlags {
 	l.poll = pollInterval{defaultPollMin, defaultPollMax}
 	fs.Var(&l.poll, "poll-interval",
 		"wait `MIN[-MAX]` between lock attempts: random in [MIN, MAX), or MIN;\nat least "+minPollInterval.String()+", to spare the shared CloudShell server")
+	fs.IntVar(&l.priority, "priority", 0,
+		"place in the waiting room, `0-9` (default 0): higher goes ahead of waiters that\narrived up to 16 joins per level earlier, never ahead of the one next in line")
 	return l
 }
 
@@ -105,6 +108,9 @@ func addLockFlags(fs *pflag.FlagSet) *lockFlags {
 func (l *lockFlags) validate() error {
 	if strings.TrimSpace(l.model) == "" || strings.ContainsFunc(l.model, unicode.IsControl) {
 		return usageErrorf("--service-model must name a service model, not %q", l.model)
+	}
+	if l.waiter && (l.priority < 0 || l.priority > mutex.MaxPriority) {
+		return usageErrorf("--priority must be 0 to %d, not %d", mutex.MaxPriority, l.priority)
 	}
 	if l.waiter && l.legacyMaxAge > 0 && l.legacyMaxAge < minLegacyMaxAge {
 		return usageErrorf("--legacy-max-age must be 0 (never break legacy holders) or at least %s, not %s: a legacy holder sends no heartbeat, and a shorter limit breaks live ones",
@@ -122,6 +128,9 @@ func (l *lockFlags) options() ([]mutex.Option, error) {
 	}
 	if l.legacyMaxAge > 0 {
 		opts = append(opts, mutex.WithLegacyMaxAge(l.legacyMaxAge))
+	}
+	if l.priority > 0 {
+		opts = append(opts, mutex.WithPriority(l.priority))
 	}
 	strategy, err := l.retry()
 	if err != nil {
