@@ -14,6 +14,17 @@ One file, standard library only, Python 2.7 and 3.6+. Two ways:
               ...                 # re-read the reservation, then edit it
               lock.check()        # raises LockLost if the lock was lost meanwhile
 
+* Lock shapes through the sidecar: ``semaphore`` (at most N holders), ``shared`` /
+  ``exclusive`` (many readers or one writer), ``lock_set`` (several names, all or none) and
+  ``pool`` (any K free members of a list) return a SidecarMutex for that shape; after
+  ``acquire`` its ``slot``, ``names``, ``members`` and ``access`` say what was obtained::
+
+      with semaphore(reservation_id, "SWITCH", slots=3) as s:
+          ...                     # at most 3 drivers here; s.slot is 1, 2 or 3
+
+  ``state_add`` and ``state_allocate`` change sandbox data atomically under the lock, in
+  one call: a counter, or a unique value (a VLAN id) from a range.
+
 * ``run_locked`` / ``run_command`` (and their ``*_from_context`` forms) run under
   ``csmutex run``: no sidecar needed, just the csmutex binary::
 
@@ -52,6 +63,14 @@ __all__ = [
     "LockNotObtained",
     "LockLost",
     "SidecarMutex",
+    "DEFAULT_READERS",
+    "semaphore",
+    "shared",
+    "exclusive",
+    "lock_set",
+    "pool",
+    "state_add",
+    "state_allocate",
     "run_locked",
     "run_command",
     "run_locked_from_context",
@@ -68,6 +87,13 @@ DEFAULT_NAME = "MUTEX"
 #: The longest lock name accepted. csmutex adds suffixes to it for break locks
 #: ("<name>.break.<token>"), so names are kept well below CloudShell's alias limits.
 MAX_NAME_LENGTH = 100
+
+#: How many readers a shared/exclusive lock admits at once unless ``readers`` says
+#: otherwise (csmutex's default). Every party using the lock must use the same number.
+DEFAULT_READERS = 16
+
+#: The lock shapes the sidecar offers (``shape`` of SidecarMutex).
+SHAPES = ("exclusive", "semaphore", "shared", "set", "pool")
 
 #: ``csmutex run`` exits 75 (EX_TEMPFAIL) when the lock was not obtained in time...
 EXIT_NOT_OBTAINED = 75
@@ -108,7 +134,8 @@ class SidecarError(Exception):
     ``status`` is the sidecar's HTTP status (None if it was not reached, or for
     ``csmutex run``), ``kind`` the error kind (bad_request, unauthorized, setup, permanent,
     unavailable, shutting_down, usage...), ``exit_code`` csmutex run's exit code (None for
-    the sidecar), ``detail`` the raw text csmutex gave, if any (never a secret).
+    the sidecar), ``detail`` the raw text csmutex gave, if any (never a secret), ``field``
+    the request field the sidecar refused (400; "slots", "names[2]", ...) when it names one.
     """
 
     def __init__(self, message, status=None, kind=None, detail=None, exit_code=None):
@@ -118,6 +145,7 @@ class SidecarError(Exception):
         self.kind = kind
         self.detail = detail
         self.exit_code = exit_code
+        self.field = None
 
     if _PY2:  # pragma: no cover
         def __str__(self):
@@ -140,16 +168,18 @@ class LockNotObtained(SidecarError):
     ``holder_token`` (the holder's lock token), ``held_since`` (when the holder took the
     lock, by its clock: an RFC 3339 string such as "2026-11-26T07:58:02.113Z"),
     ``waited`` (seconds waited, float), ``tries`` (attempts made), ``timeout`` (seconds
-    asked for), ``name``, ``reservation_id``, and SidecarError's. The holder's host, pid
+    asked for), ``name``, ``reservation_id``, ``holders`` (a shape's single try: the owner
+    records of the slots, members or names in the way, verbatim), and SidecarError's. The holder's host, pid
     and held_since come from csmutex versions that report them (the sidecar's 409 body,
     ``csmutex run``'s JSON log); older ones give the label and token only.
     """
 
     def __init__(self, message, holder=None, status=409, kind="timeout", holder_token=None, waited=None,
                  timeout=None, name=None, reservation_id=None, detail=None, exit_code=None, holder_host=None,
-                 holder_pid=None, held_since=None, tries=None):
+                 holder_pid=None, held_since=None, tries=None, holders=None):
         super(LockNotObtained, self).__init__(message, status=status, kind=kind, detail=detail,
                                               exit_code=exit_code)
+        self.holders = holders
         self.holder = holder
         self.holder_host = holder_host
         self.holder_pid = holder_pid
@@ -768,6 +798,263 @@ def _not_obtained_message(name, reservation_id, holder, waited):
     return msg + ": held by %s" % (holder or "an unknown holder")
 
 
+# -- lock shapes -----------------------------------------------------------------------------
+
+
+def _count(value, what, lo, hi):
+    """value as an int within [lo, hi]; TypeError or ValueError naming what."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError("%s must be an integer, not %s" % (what, type(value).__name__))
+    if not lo <= value <= hi:
+        raise ValueError("%s must be between %d and %d, not %d" % (what, lo, hi, value))
+    return int(value)
+
+
+def _names(value, what):
+    """A list of lock names (each checked as _check_name does)."""
+    if isinstance(value, _string_types) or not isinstance(value, (list, tuple)):
+        raise TypeError("%s must be a list of lock names, not %s" % (what, type(value).__name__))
+    if not value:
+        raise ValueError("%s must not be empty" % what)
+    out = []
+    for i, n in enumerate(value):
+        try:
+            out.append(_check_name(n))
+        except (TypeError, ValueError) as e:
+            raise type(e)("%s[%d]: %s" % (what, i, e))
+    return out
+
+
+def _levels(value):
+    """Lock levels, coarse to fine, as a list of (level, [names]) pairs (a dict would lose
+    its order on Python 2), in the sidecar's form."""
+    if isinstance(value, dict) or not isinstance(value, (list, tuple)) or not value:
+        raise TypeError("levels must be a non-empty list of (level, [names]) pairs, coarse to fine")
+    out = []
+    for i, pair in enumerate(value):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise TypeError("levels[%d] must be a (level, [names]) pair" % i)
+        level = _as_text(pair[0], "levels[%d] level" % i)
+        if not level.strip():
+            raise ValueError("levels[%d] has an empty level name" % i)
+        out.append({"level": level, "names": _names(pair[1], "levels[%d] names" % i)})
+    return out
+
+
+# The parameters each shape takes.
+_SHAPE_FIELDS = {"exclusive": ("readers",), "semaphore": ("slots",), "shared": ("readers",),
+                 "set": ("names", "levels", "inside"), "pool": ("members", "count")}
+
+
+def _check_shape(shape, name, slots, readers, names, members, count, levels, inside):
+    """The request fields of a shape, and its label (the name errors and GET /v1/locks use:
+    a set's names or a pool's members joined by commas). Ranges are the sidecar's too: its
+    400 answer names them when it disagrees."""
+    shape = "exclusive" if shape is None else _as_text(shape, "shape")
+    if shape not in SHAPES:
+        raise ValueError("shape must be one of %s, not %r" % (", ".join(SHAPES), shape))
+    given = {"slots": slots, "readers": readers, "names": names, "members": members, "count": count,
+             "levels": levels, "inside": inside}
+    for k in sorted(given):
+        if given[k] is not None and k not in _SHAPE_FIELDS[shape]:
+            raise TypeError("%s applies only to shape %s, not %r"
+                            % (k, " or ".join(repr(x) for x in SHAPES if k in _SHAPE_FIELDS[x]), shape))
+    fields = {}
+    if shape != "exclusive" or readers is not None:
+        fields["shape"] = shape
+    if shape in ("exclusive", "shared") and readers is not None:
+        fields["readers"] = _count(readers, "readers", 1, 9999)
+    if shape == "semaphore":
+        if slots is None:
+            raise TypeError("a semaphore needs slots: how many may hold it at once")
+        fields["slots"] = _count(slots, "slots", 1, 9999)
+    if shape == "set":
+        if names is None:
+            raise TypeError("a lock set needs names")
+        fields["names"] = _names(names, "names")
+        if levels is not None:
+            fields["levels"] = _levels(levels)
+        if inside is not None:
+            if levels is None:
+                raise TypeError("inside needs levels: the levels say which sets may be taken inside which")
+            token = getattr(inside, "token", inside)
+            if not isinstance(token, _string_types) or not token:
+                raise TypeError("inside must be a held SidecarMutex of a set, or its token")
+            fields["inside"] = _as_text(token, "inside")
+        return fields, u",".join(sorted(set(fields["names"])))
+    if shape == "pool":
+        if members is None:
+            raise TypeError("a pool needs members")
+        fields["members"] = _names(members, "members")
+        if len(set(fields["members"])) != len(fields["members"]):
+            raise ValueError("members must not list a name twice: %r" % (fields["members"],))
+        fields["count"] = _count(1 if count is None else count, "count", 1, len(fields["members"]))
+        return fields, u",".join(fields["members"])
+    return fields, _check_name(name)
+
+
+def semaphore(reservation_id, name, slots, **kwargs):
+    """A semaphore of ``slots``: at most that many holders of ``name`` at once (every party
+    must use the same number). After ``acquire`` (or entering ``with``), ``slot`` says which
+    slot (1..slots) this holder has. Other keyword arguments are SidecarMutex's."""
+    return SidecarMutex(reservation_id, name=name, shape="semaphore", slots=slots, **kwargs)
+
+
+def shared(reservation_id, name=DEFAULT_NAME, readers=DEFAULT_READERS, **kwargs):
+    """The shared (reader) side of the shared/exclusive lock ``name``: many readers hold it
+    together, up to ``readers`` (every party must use the same number); none while a writer
+    (``exclusive``) or a driver taking the plain lock ``name`` holds it."""
+    return SidecarMutex(reservation_id, name=name, shape="shared", readers=readers, **kwargs)
+
+
+def exclusive(reservation_id, name=DEFAULT_NAME, readers=DEFAULT_READERS, **kwargs):
+    """The exclusive (writer) side of the shared/exclusive lock ``name``: it holds the plain
+    lock ``name`` (so it excludes, and is excluded by, every driver that takes that name,
+    the public snippet included), then waits for the readers already in."""
+    return SidecarMutex(reservation_id, name=name, shape="exclusive", readers=readers, **kwargs)
+
+
+def lock_set(reservation_id, names, levels=None, inside=None, **kwargs):
+    """Every one of ``names``, or none: taken in one canonical (sorted) order, so two sets
+    never deadlock. ``levels`` (a list of (level, [names]) pairs, coarse to fine) with
+    ``inside`` (a held set, or its token) refuses a set taken inside another unless it is at
+    a finer level. After ``acquire``, ``names`` lists what is held."""
+    return SidecarMutex(reservation_id, shape="set", names=names, levels=levels, inside=inside, **kwargs)
+
+
+def pool(reservation_id, members, count=1, **kwargs):
+    """Any ``count`` free members of ``members`` (traffic-generator ports, say). After
+    ``acquire``, ``members`` says which were taken."""
+    return SidecarMutex(reservation_id, shape="pool", members=members, count=count, **kwargs)
+
+
+# -- atomic sandbox state --------------------------------------------------------------------
+
+
+def _check_key(key):
+    text = _as_text(key, "key")
+    if not re.match(r"^[A-Za-z0-9._-]{1,64}$", text):
+        raise ValueError("key must be 1 to 64 letters, digits, '.', '_' or '-': %r" % (text,))
+    return text
+
+
+def _value_range(value):
+    """(lo, hi) or "lo-hi" as the sidecar's {"lo", "hi"}."""
+    if isinstance(value, _string_types):
+        lo, sep, hi = _as_text(value, "value_range").partition("-")
+        try:
+            value = (int(lo), int(hi)) if sep else None
+        except ValueError:
+            value = None
+        if value is None:
+            raise ValueError('value_range must be (lo, hi) or "lo-hi", such as "100-199"')
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise TypeError('value_range must be (lo, hi) or "lo-hi", such as "100-199"')
+    lo = _count(value[0], "value_range lo", -(1 << 63), (1 << 63) - 1)
+    hi = _count(value[1], "value_range hi", -(1 << 63), (1 << 63) - 1)
+    if lo > hi:
+        raise ValueError("value_range must be ascending: %d > %d" % (lo, hi))
+    return {"lo": lo, "hi": hi}
+
+
+def _state_call(path, reservation_id, key, fields, name, timeout, address, owner, cloudshell, lease,
+                auth_token_file):
+    reservation_id = _check_reservation_id(reservation_id)
+    name = _check_name(name)
+    timeout = _seconds(timeout, "timeout")
+    if timeout <= 0:
+        raise ValueError("timeout must be positive: the change needs the lock")
+    address = address or os.environ.get("CSMUTEX_SIDECAR") or DEFAULT_ADDRESS
+    _parse_address(address)
+    if cloudshell is not None and not isinstance(cloudshell, dict):
+        raise TypeError("cloudshell must be a dict (host, port, scheme, user, password, domain, token)")
+    auth_token_file = auth_token_file or os.environ.get("CSMUTEX_SIDECAR_TOKEN_FILE") or None
+    body = dict(fields, reservation_id=reservation_id, name=name, key=_check_key(key),
+                owner=_check_owner(owner) if owner else _default_owner(), timeout=timeout)
+    if lease is not None:
+        body["lease"] = _seconds(lease, "lease")
+    if cloudshell:
+        body["cloudshell"] = dict(cloudshell)
+    secrets = [v for v in ((cloudshell or {}).get("password"), (cloudshell or {}).get("token"))
+               if isinstance(v, _string_types)]
+    payload = json.dumps(body).encode("utf-8")
+    del body  # holds the password or token, if any
+    bearer = _read_token_file(auth_token_file) if auth_token_file else None
+    start = _monotonic()
+    sock = resp = None
+    try:
+        sock = _connect(address, timeout + _ANSWER_GRACE)
+        resp = _post(sock, address, path, payload, bearer)
+        status, raw = resp.status, resp.read()
+    except (_OS_ERRORS + (_HTTPError,)) as e:
+        raise SidecarError("cannot reach the csmutex sidecar at %s: %s" % (address, e))
+    finally:
+        _close_quietly(resp, sock)
+    if status != 200:
+        raise _answer_error(status, raw, _monotonic() - start, secrets, name, reservation_id, timeout)
+    try:
+        value = _json(raw).get("value")
+    except ValueError:
+        value = None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise SidecarError("bad answer from the csmutex sidecar at %s: %r" % (address, raw[:200]))
+    return int(value)
+
+
+def state_add(reservation_id, key, delta, name=DEFAULT_NAME, timeout=300, address=None, owner=None,
+              cloudshell=None, lease=None, auth_token_file=None):
+    """Add ``delta`` to the counter ``key`` of the reservation's sandbox data (absent: 0)
+    under the lock ``name``, in one call, and return its new value. No increment is lost or
+    counted twice among callers that use the lock. Raises LockNotObtained if the lock did
+    not come within ``timeout`` seconds, SidecarError (kind "conflict") if the value changed
+    under the lock (nothing was written), or SidecarError for anything else."""
+    if isinstance(delta, bool) or not isinstance(delta, numbers.Integral):
+        raise TypeError("delta must be an integer, not %s" % type(delta).__name__)
+    return _state_call("/v1/state/add", reservation_id, key, {"delta": int(delta)}, name, timeout, address,
+                       owner, cloudshell, lease, auth_token_file)
+
+
+def state_allocate(reservation_id, key, value_range, name=DEFAULT_NAME, timeout=300, address=None, owner=None,
+                   cloudshell=None, lease=None, auth_token_file=None):
+    """Allocate the lowest value of ``value_range`` ((lo, hi) or "lo-hi", inclusive) not yet
+    allocated under ``key`` (unique VLAN ids, say), under the lock ``name``, and return it.
+    Every call for a key must give the same range. SidecarError with kind "exhausted" when
+    every value is taken; otherwise as ``state_add``."""
+    return _state_call("/v1/state/allocate", reservation_id, key, {"range": _value_range(value_range)}, name,
+                       timeout, address, owner, cloudshell, lease, auth_token_file)
+
+
+def _answer_error(status, raw, elapsed, secrets, name, reservation_id, timeout):
+    """The exception for a non-200 answer of the sidecar."""
+    try:
+        body = _json(raw)
+        message, kind, waited = body.get("error"), body.get("kind"), body.get("waited")
+    except ValueError:
+        body, message, kind, waited = {}, raw.decode("utf-8", "replace")[:500].strip(), None, None
+    message = _redact(message or "HTTP %d" % status, secrets)
+    if status == 409 and kind in (None, "timeout", "locked"):
+        # Structured fields first (csmutex since they exist), then what older sidecars
+        # said in words: the holder in "error" or "holder", the wait in "waited".
+        f = _merge_holder(_holder_fields(body), message)
+        if f["waited"] is None:
+            f["waited"] = _go_duration(waited)
+        if f["waited"] is None:
+            f["waited"] = elapsed
+        holders = body.get("holders")
+        if isinstance(holders, list) and all(isinstance(h, _string_types) for h in holders):
+            f["holders"] = holders
+            if f["holder"] is None and holders:
+                f["holder"] = u", ".join(holders)
+        return LockNotObtained(_not_obtained_message(name, reservation_id, f["holder"], f["waited"]),
+                               timeout=timeout, name=name, reservation_id=reservation_id,
+                               status=status, kind=kind or "timeout", detail=message, **f)
+    err = SidecarError("csmutex sidecar: %s (HTTP %d)" % (message, status), status=status, kind=kind,
+                       detail=message)
+    field = body.get("field")
+    err.field = field if isinstance(field, _string_types) else None
+    return err
+
+
 # -- SidecarMutex --------------------------------------------------------------------------
 
 
@@ -805,7 +1092,19 @@ class SidecarMutex(object):
         sandbox_messages: tell the sandbox's end user in the reservation's Output window
             that this driver waits for the lock and for whom, and when it got it. True:
             at most once a minute; a number of seconds or a duration string ("30s"): at
-            most that often (5 s to 24 h); None or False (default): no messages.
+            most that often (5 s to 24 h); None or False (default): no messages. For
+            the exclusive shape only.
+        shape: "exclusive" (default: the plain lock ``name``), "semaphore" (with
+            ``slots``), "shared" (with ``readers``), "set" (with ``names``, optional
+            ``levels`` and ``inside``) or "pool" (with ``members`` and ``count``); the
+            module's ``semaphore``, ``shared``, ``exclusive``, ``lock_set`` and ``pool``
+            say what each means. "exclusive" with ``readers`` is the writer side of the
+            shared/exclusive lock ``name``. A set or pool ignores ``name``.
+
+    After ``acquire``, what was obtained: ``shape``, ``access`` ("exclusive" or
+    "shared"), ``slot`` (a semaphore's or reader's slot, else None), ``names`` (a set's),
+    ``members`` (the pool members taken), ``aliases`` (the lock services held), and
+    ``obtained``, the sidecar's whole answer about it.
 
     ``SidecarMutex.from_context(context, ...)`` takes all of it from a driver command's
     context. One instance is one acquisition at a time; use one instance per thread.
@@ -813,9 +1112,14 @@ class SidecarMutex(object):
 
     def __init__(self, reservation_id, name=DEFAULT_NAME, timeout=300, address=None, owner=None,
                  cloudshell=None, lease=None, heartbeat_timeout=30.0, interrupt=False, auth_token_file=None,
-                 sandbox_messages=None):
+                 sandbox_messages=None, shape=None, slots=None, readers=None, names=None, members=None, count=None,
+                 levels=None, inside=None):
         self.reservation_id = _check_reservation_id(reservation_id)
-        self.name = _check_name(name)
+        self._shape_fields, self.name = _check_shape(shape, name, slots, readers, names, members, count, levels,
+                                                     inside)
+        self.shape = self._shape_fields.get("shape", "exclusive")
+        self.obtained = None
+        self.access = self.slot = self.names = self.members = self.aliases = None
         self.timeout = _seconds(timeout, "timeout")
         if self.timeout < 0:
             raise ValueError("timeout must not be negative")
@@ -845,7 +1149,7 @@ class SidecarMutex(object):
     @classmethod
     def from_context(cls, context, name=DEFAULT_NAME, timeout=300, address=None, owner=None, lease=None,
                      heartbeat_timeout=30.0, interrupt=False, port=None, scheme=None, auth_token_file=None,
-                     sandbox_messages=None):
+                     sandbox_messages=None, **shape):
         """The lock of the reservation a CloudShell driver command runs in.
 
         Reads ``context.connectivity.server_address`` and ``.admin_auth_token`` (and
@@ -853,17 +1157,19 @@ class SidecarMutex(object):
         ``scheme`` override them), the reservation id and domain from
         ``context.reservation`` (``context.remote_reservation`` for resource remote
         commands). The sidecar logs on with the admin token (SecureLogon) in that domain.
-        The owner label defaults to ``<resource name>@host:pid/thread``.
+        The owner label defaults to ``<resource name>@host:pid/thread``. ``shape`` and its
+        parameters (``slots``, ``readers``, ``names``, ...) are as for SidecarMutex.
         """
         s = _ContextSettings(context, port=port, scheme=scheme)
         return cls(s.reservation_id, name=name, timeout=timeout, address=address, owner=owner or s.owner(),
                    cloudshell=s.cloudshell(), lease=lease, heartbeat_timeout=heartbeat_timeout,
-                   interrupt=interrupt, auth_token_file=auth_token_file, sandbox_messages=sandbox_messages)
+                   interrupt=interrupt, auth_token_file=auth_token_file, sandbox_messages=sandbox_messages,
+                   **shape)
 
     def __repr__(self):
         # Never the cloudshell dict: it may hold a password or token.
-        return "SidecarMutex(reservation_id=%r, name=%r, address=%r, held=%r)" % (
-            self.reservation_id, self.name, self.address, self.held)
+        return "SidecarMutex(reservation_id=%r, name=%r, shape=%r, address=%r, held=%r)" % (
+            self.reservation_id, self.name, self.shape, self.address, self.held)
 
     # -- state -----------------------------------------------------------------------
 
@@ -908,8 +1214,11 @@ class SidecarMutex(object):
             raise RuntimeError("SidecarMutex is already held; use one instance per acquisition")
         interrupter = _Interrupter() if self.interrupt else None
         bearer = _read_token_file(self.auth_token_file) if self.auth_token_file else None
-        body = {"reservation_id": self.reservation_id, "name": self.name, "owner": self.owner,
-                "timeout": self.timeout, "mode": "stream"}
+        body = {"reservation_id": self.reservation_id, "owner": self.owner, "timeout": self.timeout,
+                "mode": "stream"}
+        body.update(self._shape_fields)
+        if self.shape not in ("set", "pool"):
+            body["name"] = self.name
         if self.lease is not None:
             body["lease"] = self.lease
         if self.sandbox_messages is not None:
@@ -948,6 +1257,7 @@ class SidecarMutex(object):
             raise failure
 
         self.token = first.get("token")
+        self._obtained(first)
         waited_ms = _holder_fields(first)["waited"]
         self.waited = waited_ms if waited_ms is not None else _go_duration(first.get("waited"))
         self._sock, self._resp = sock, resp
@@ -966,25 +1276,22 @@ class SidecarMutex(object):
 
     def _error_from(self, status, raw, elapsed):
         """The exception for a non-200 answer of the sidecar."""
-        try:
-            body = _json(raw)
-            message, kind, waited = body.get("error"), body.get("kind"), body.get("waited")
-        except ValueError:
-            body, message, kind, waited = {}, raw.decode("utf-8", "replace")[:500].strip(), None, None
-        message = _redact(message or "HTTP %d" % status, self._secrets())
-        if status == 409:
-            # Structured fields first (csmutex since they exist), then what older sidecars
-            # said in words: the holder in "error" or "holder", the wait in "waited".
-            f = _merge_holder(_holder_fields(body), message)
-            if f["waited"] is None:
-                f["waited"] = _go_duration(waited)
-            if f["waited"] is None:
-                f["waited"] = elapsed
-            return LockNotObtained(_not_obtained_message(self.name, self.reservation_id, f["holder"], f["waited"]),
-                                   timeout=self.timeout, name=self.name, reservation_id=self.reservation_id,
-                                   status=status, kind=kind or "timeout", detail=message, **f)
-        return SidecarError("csmutex sidecar: %s (HTTP %d)" % (message, status), status=status, kind=kind,
-                            detail=message)
+        return _answer_error(status, raw, elapsed, self._secrets(), self.name, self.reservation_id, self.timeout)
+
+    def _obtained(self, first):
+        """Record what the acquisition got, from the sidecar's first line (older sidecars say
+        nothing: the plain lock name)."""
+        def texts(k):
+            v = first.get(k)
+            return list(v) if isinstance(v, list) and all(isinstance(x, _string_types) for x in v) else None
+
+        slot = first.get("slot")
+        self.obtained = dict((k, first[k]) for k in ("shape", "access", "slot", "slots", "names", "members",
+                                                     "aliases") if k in first)
+        self.access = first.get("access") if isinstance(first.get("access"), _string_types) else "exclusive"
+        self.slot = slot if isinstance(slot, numbers.Integral) and not isinstance(slot, bool) else None
+        self.names, self.members = texts("names"), texts("members")
+        self.aliases = texts("aliases") or [self.name]
 
     def _read(self):
         resp = self._resp

@@ -43,10 +43,15 @@ from csmutex_sidecar import (  # noqa: E402
     LockNotObtained,
     SidecarError,
     SidecarMutex,
+    exclusive,
+    lock_set,
+    pool,
     run_command,
     run_command_from_context,
     run_locked,
     run_locked_from_context,
+    semaphore,
+    shared,
 )
 
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -197,6 +202,15 @@ def _messages():
     url = "http://%s:%d/admin/reservations/%s/messages" % (_mock_host, _mock_port, _reservation)
     with contextlib.closing(urlopen(url, timeout=10)) as r:
         return json.loads(r.read().decode("utf-8"))
+
+
+def _services(prefix):
+    """The aliases of the reservation's services that start with prefix, as the mock has
+    them (what CloudShell holds, not what the sidecar believes)."""
+    url = "http://%s:%d/admin/reservations/%s" % (_mock_host, _mock_port, _reservation)
+    with contextlib.closing(urlopen(url, timeout=10)) as r:
+        snap = json.loads(r.read().decode("utf-8"))
+    return sorted(s["alias"] for s in snap.get("services") or [] if s["alias"].startswith(prefix))
 
 
 class Sidecar(object):
@@ -653,6 +667,175 @@ class SidecarMutexTest(unittest.TestCase):
         with self.assertRaises(SidecarError) as cm:
             SidecarMutex(_reservation, address="127.0.0.1:1", timeout=1).acquire()
         self.assertIsNone(cm.exception.status)
+
+
+class ShapeArgumentTest(unittest.TestCase):
+    """Shape parameters csmutex could not use are refused before anything is sent."""
+
+    def test_bad_shape_arguments(self):
+        r = "res-1"
+        cases = [
+            (lambda: SidecarMutex(r, shape="mutex"), ValueError, "shape must be one of"),
+            (lambda: SidecarMutex(r, shape="semaphore", name="S"), TypeError, "needs slots"),
+            (lambda: semaphore(r, "S", 0), ValueError, "slots must be between 1 and 9999"),
+            (lambda: semaphore(r, "S", True), TypeError, "slots must be an integer"),
+            (lambda: semaphore(r, "S", 2.5), TypeError, "slots must be an integer"),
+            (lambda: SidecarMutex(r, slots=2), TypeError, "slots applies only to shape 'semaphore'"),
+            (lambda: shared(r, "T", readers=0), ValueError, "readers must be between"),
+            (lambda: lock_set(r, "SW-1"), TypeError, "names must be a list"),
+            (lambda: lock_set(r, []), ValueError, "names must not be empty"),
+            (lambda: lock_set(r, ["A", "B.break.x"]), ValueError, "names[1]"),
+            (lambda: lock_set(r, ["A"], levels={"dev": ["A"]}), TypeError, "(level, [names]) pairs"),
+            (lambda: lock_set(r, ["A"], inside="tok"), TypeError, "inside needs levels"),
+            (lambda: pool(r, ["A", "B"], count=3), ValueError, "count must be between 1 and 2"),
+            (lambda: pool(r, ["A", "A"]), ValueError, "twice"),
+            (lambda: SidecarMutex(r, shape="pool", members=["A"], slots=1), TypeError, "slots applies only"),
+            (lambda: csmutex_sidecar.state_add(r, "a b", 1), ValueError, "key must be 1 to 64"),
+            (lambda: csmutex_sidecar.state_add(r, "k", 1.5), TypeError, "delta must be an integer"),
+            (lambda: csmutex_sidecar.state_add(r, "k", 1, timeout=0), ValueError, "timeout must be positive"),
+            (lambda: csmutex_sidecar.state_allocate(r, "k", "x-y"), ValueError, "value_range"),
+            (lambda: csmutex_sidecar.state_allocate(r, "k", (5, 1)), ValueError, "ascending"),
+        ]
+        for call, exc, text in cases:
+            with self.assertRaises(exc) as cm:
+                call()
+            self.assertIn(text, str(cm.exception))
+
+    def test_shape_request_fields(self):
+        m = lock_set("res-1", ["SW-2", "SW-1", "SW-2"])
+        self.assertEqual(m.name, "SW-1,SW-2")
+        self.assertEqual(m.shape, "set")
+        self.assertEqual(exclusive("res-1", "T")._shape_fields, {"shape": "exclusive", "readers": 16})
+        self.assertEqual(SidecarMutex("res-1")._shape_fields, {})  # the plain lock, as before
+        self.assertEqual(pool("res-1", ["A", "B"])._shape_fields, {"shape": "pool", "members": ["A", "B"], "count": 1})
+        m = SidecarMutex.from_context(make_context("tok", reservation_id="res-2"), shape="semaphore", name="SW", slots=2)
+        self.assertEqual((m.reservation_id, m.name, m._shape_fields), ("res-2", "SW", {"shape": "semaphore", "slots": 2}))
+
+
+class ShapesTest(unittest.TestCase):
+    """Each shape through a real sidecar: what was obtained, and who is kept out. Waits are
+    single tries (timeout=0): the shapes' own polling is csmutex's 2-5 s."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.sidecar = Sidecar()
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.sidecar.stop()
+        logs = cls.sidecar.logs()
+        assert code == 0, "csmutex serve exited %d: %s" % (code, logs)
+        assert PASSWORD not in logs, "the password appears in the sidecar's logs"
+
+    def kw(self, **kw):
+        kw.setdefault("address", self.sidecar.address)
+        kw.setdefault("timeout", 0)
+        return kw
+
+    def test_semaphore(self):
+        with semaphore(_reservation, "PY-SEM", 2, owner="a", **self.kw()) as a:
+            with semaphore(_reservation, "PY-SEM", 2, owner="b", **self.kw()) as b:
+                self.assertEqual(sorted([a.slot, b.slot]), [1, 2])
+                self.assertEqual((a.shape, a.access, a.obtained["slots"]), ("semaphore", "exclusive", 2))
+                self.assertEqual(a.aliases, ["PY-SEM.slot.%d" % a.slot])
+                with self.assertRaises(LockNotObtained) as cm:
+                    semaphore(_reservation, "PY-SEM", 2, owner="c", **self.kw()).acquire()
+                e = cm.exception
+                self.assertEqual((e.status, e.kind, e.name), (409, "locked", "PY-SEM"))
+                self.assertEqual(len(e.holders), 2, e.holders)
+                self.assertIn(e.holder, ("a", "b"))
+            # b's slot is released as its connection closes: c may have to wait for it.
+            with semaphore(_reservation, "PY-SEM", 2, owner="c", **self.kw(timeout=30)) as c:
+                self.assertEqual(c.slot, 3 - a.slot)
+        _wait_until(lambda: not _services("PY-SEM"), what="the slots to be released")
+
+    def test_shared_and_exclusive(self):
+        with shared(_reservation, "PY-TOPO", **self.kw(owner="r1")) as r1:
+            with shared(_reservation, "PY-TOPO", **self.kw(owner="r2")) as r2:
+                self.assertEqual((r1.access, r2.access), ("shared", "shared"))
+                self.assertEqual(sorted([r1.slot, r2.slot]), [1, 2])
+                with self.assertRaises(LockNotObtained):
+                    exclusive(_reservation, "PY-TOPO", **self.kw(owner="w")).acquire()
+        with exclusive(_reservation, "PY-TOPO", **self.kw(owner="w", timeout=30)) as w:
+            # The plain lock first; then any reader slot it waited for (readers just leaving).
+            self.assertEqual((w.shape, w.access, w.aliases[0]), ("exclusive", "exclusive", "PY-TOPO"))
+            # The writer holds the plain lock: a legacy driver taking "PY-TOPO" is kept out,
+            # and so is a reader.
+            with self.assertRaises(LockNotObtained) as cm:
+                SidecarMutex(_reservation, name="PY-TOPO", **self.kw(owner="legacy")).acquire()
+            self.assertEqual(cm.exception.holder, "w")
+            with self.assertRaises(LockNotObtained):
+                shared(_reservation, "PY-TOPO", **self.kw(owner="r3")).acquire()
+
+    def test_lock_set(self):
+        with SidecarMutex(_reservation, name="PY-SW-2", **self.kw(owner="holder")):
+            with self.assertRaises(LockNotObtained):
+                lock_set(_reservation, ["PY-SW-3", "PY-SW-2", "PY-SW-1"], **self.kw(owner="s")).acquire()
+            # All or nothing: the names taken before the busy one were given back.
+            self.assertEqual(_services("PY-SW-"), ["PY-SW-2"])
+        with lock_set(_reservation, ["PY-SW-2", "PY-SW-1"], **self.kw(owner="s", timeout=30)) as s:
+            self.assertEqual(s.names, ["PY-SW-1", "PY-SW-2"])
+            self.assertEqual(_services("PY-SW-"), ["PY-SW-1", "PY-SW-2"])
+
+    def test_lock_set_levels(self):
+        levels = [("device", ["PY-D-1", "PY-D-2"]), ("port", ["PY-P-1"])]
+        with lock_set(_reservation, ["PY-D-1"], levels=levels, **self.kw()) as outer:
+            with lock_set(_reservation, ["PY-P-1"], levels=levels, inside=outer, **self.kw()) as inner:
+                self.assertEqual(inner.names, ["PY-P-1"])
+                with self.assertRaises(SidecarError) as cm:
+                    lock_set(_reservation, ["PY-D-2"], levels=levels, inside=inner, **self.kw()).acquire()
+                self.assertEqual((cm.exception.status, cm.exception.kind), (400, "bad_request"))
+                self.assertIn("level", str(cm.exception))
+        with self.assertRaises(SidecarError) as cm:
+            semaphore(_reservation, "PY-SEM.read.1", 2, **self.kw()).acquire()
+        self.assertEqual((cm.exception.status, cm.exception.kind), (400, "bad_request"))
+        with self.assertRaises(SidecarError) as cm:
+            lock_set(_reservation, ["PY-A", "PY-B"], levels=[("dev", ["PY-A"])], **self.kw()).acquire()
+        self.assertEqual((cm.exception.status, cm.exception.field), (400, "levels"))
+        self.assertIn('"PY-B" is at no level', str(cm.exception))
+
+    def test_pool(self):
+        members = ["PY-TG-1", "PY-TG-2", "PY-TG-3"]
+        with pool(_reservation, members, count=2, **self.kw(owner="p1")) as p1:
+            self.assertEqual(len(p1.members), 2)
+            self.assertEqual(len(set(p1.members)), 2)
+            with self.assertRaises(LockNotObtained):
+                pool(_reservation, members, count=2, **self.kw(owner="p2")).acquire()
+            with pool(_reservation, members, **self.kw(owner="p3")) as p3:
+                self.assertEqual(p3.members, [m for m in members if m not in p1.members])
+
+    def test_state_add_and_allocate(self):
+        kw = dict(address=self.sidecar.address, timeout=60)
+        key = _unique("runs").replace("-", "_")
+        self.assertEqual(csmutex_sidecar.state_add(_reservation, key, 5, **kw), 5)
+        self.assertEqual(csmutex_sidecar.state_add(_reservation, key, -2, **kw), 3)
+        got, errors = [], []
+
+        def add():
+            try:
+                got.append(csmutex_sidecar.state_add(_reservation, key, 1, **kw))
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+
+        threads = [threading.Thread(target=add) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(errors, [])
+        self.assertEqual(sorted(got), [4, 5])
+        vlan = _unique("vlan")
+        values = [csmutex_sidecar.state_allocate(_reservation, vlan, (10, 12), **kw) for _ in range(3)]
+        self.assertEqual(values, [10, 11, 12])
+        with self.assertRaises(SidecarError) as cm:
+            csmutex_sidecar.state_allocate(_reservation, vlan, "10-12", **kw)
+        self.assertEqual((cm.exception.status, cm.exception.kind), (409, "exhausted"))
+        self.assertNotIsInstance(cm.exception, LockNotObtained)
+        with SidecarMutex(_reservation, name="PY-STATE", **self.kw(owner="holder")):
+            with self.assertRaises(LockNotObtained) as cm:
+                csmutex_sidecar.state_add(_reservation, key, 1, name="PY-STATE", address=self.sidecar.address,
+                                          timeout=0.5)
+            self.assertEqual(cm.exception.holder, "holder")
 
 
 class FromContextTest(unittest.TestCase):

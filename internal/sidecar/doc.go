@@ -6,9 +6,14 @@
 //
 //	POST /v1/acquire    take a lock; mode "stream" holds it for as long as the response
 //	                    stays open (like an flock'd descriptor), mode "token" returns a
-//	                    token that must be kept alive with /v1/keepalive
+//	                    token that must be kept alive with /v1/keepalive; "shape" asks
+//	                    for a semaphore, a shared or writer side, a set or a pool
+//	                    (package locks; shape.go)
 //	POST /v1/keepalive  extend a token-mode hold by its ttl
 //	POST /v1/release    release a hold by its token
+//	POST /v1/state/add, /v1/state/allocate
+//	                    read-modify-write sandbox data under a lock, in one request
+//	                    (locks.State; state.go)
 //	GET  /v1/locks      held and waiting locks
 //	GET  /healthz       JSON: the sidecar's CloudShell reachable, its last logon (503 if not)
 //	GET  /livez         "ok" while the process serves

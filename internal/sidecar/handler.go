@@ -16,6 +16,7 @@ import (
 	"github.com/csmutex/csmutex/internal/duration"
 	"github.com/csmutex/csmutex/internal/logon"
 	"github.com/csmutex/csmutex/internal/redact"
+	"github.com/csmutex/csmutex/locks"
 	"github.com/csmutex/csmutex/mutex"
 )
 
@@ -25,10 +26,13 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/keepalive", s.handleKeepalive)
 	mux.HandleFunc("POST /v1/release", s.handleRelease)
 	mux.HandleFunc("GET /v1/locks", s.handleLocks)
+	mux.HandleFunc("POST /v1/state/add", s.handleStateAdd)
+	mux.HandleFunc("POST /v1/state/allocate", s.handleStateAllocate)
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
 	mux.HandleFunc("GET /livez", handleLivez)
 	mux.Handle("GET /metrics", s.metrics.handler())
 	allowed := map[string]string{"/v1/acquire": "POST", "/v1/keepalive": "POST", "/v1/release": "POST",
+		"/v1/state/add": "POST", "/v1/state/allocate": "POST",
 		"/v1/locks": "GET, HEAD", "/healthz": "GET, HEAD", "/livez": "GET, HEAD", "/metrics": "GET, HEAD"}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if methods, ok := allowed[r.URL.Path]; ok {
@@ -57,6 +61,12 @@ type errorBody struct {
 	Waited   string   `json:"waited,omitempty"`
 	WaitedMS *float64 `json:"waited_ms,omitempty"`
 	Tries    int      `json:"tries,omitempty"`
+	// Holders are the owner records, verbatim, of what kept a shape's single attempt from
+	// succeeding (its slots, members or names).
+	Holders []string `json:"holders,omitempty"`
+	// Field names the request field a 400 refused, when it was one field ("slots",
+	// "names[2]", "timeout").
+	Field string `json:"field,omitempty"`
 }
 
 // holderFields describe a lock's holder, as its owner record in CloudShell says: the
@@ -101,6 +111,17 @@ func badRequest(w http.ResponseWriter, format string, args ...any) {
 	writeError(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf(format, args...), Kind: "bad_request"})
 }
 
+// invalid answers 400 for a request that failed validation, naming the field when the
+// error does (fieldError).
+func (s *Server) invalid(w http.ResponseWriter, err error) {
+	body := errorBody{Error: s.scrub(err.Error()), Kind: "bad_request"}
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		body.Field = fe.field
+	}
+	writeError(w, http.StatusBadRequest, body)
+}
+
 // readJSON decodes a whole, size-limited body strictly: unknown fields and trailing data
 // are errors, so a typo ("timout") is reported instead of silently ignored. Reading the body
 // to its end also lets the server notice at once when the client goes away.
@@ -137,7 +158,9 @@ func jsonErrorText(err error) string {
 		return fmt.Sprintf("syntax error at byte %d", se.Offset)
 	case errors.As(err, &te):
 		if te.Field != "" {
-			return fmt.Sprintf("field %q must be a %s", te.Field, te.Type)
+			// Embedded request parts are no part of the JSON a client writes.
+			field := strings.TrimPrefix(strings.TrimPrefix(te.Field, "shapeRequest."), "stateCommon.")
+			return fmt.Sprintf("field %q must be a %s", field, te.Type)
 		}
 		return "want a JSON object"
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -198,6 +221,8 @@ type acquireRequest struct {
 	// SandboxMessages: false/true or an interval (parseSandboxMessages, limits.go).
 	SandboxMessages json.RawMessage `json:"sandbox_messages"`
 	CloudShell      *cloudshellJSON `json:"cloudshell"`
+	// The shape and its parameters (shape.go).
+	shapeRequest
 }
 
 const maxLabelLen = 256
@@ -208,6 +233,7 @@ type acquireParams struct {
 	timeout, ttl, lease      time.Duration
 	messages                 time.Duration // sandbox message interval; 0: none
 	creds                    Credentials
+	shape                    shapeParams
 }
 
 func (s *Server) parseAcquire(w http.ResponseWriter, r *http.Request) (acquireParams, error) {
@@ -223,11 +249,23 @@ func (s *Server) parseAcquire(w http.ResponseWriter, r *http.Request) (acquirePa
 	case len(p.resID) > maxLabelLen || strings.ContainsAny(p.resID, "\x00\r\n"):
 		return p, errors.New("reservation_id is malformed")
 	}
+	shape, err := parseShape(req.shapeRequest, req.Name != "")
+	if err != nil {
+		return p, err
+	}
+	p.shape = shape
 	if p.name == "" {
 		p.name = mutex.DefaultName
 	}
-	if err := mutex.ValidateName(p.name); err != nil {
+	validate := mutex.ValidateName
+	if !shape.plain() {
+		validate = mutex.ValidateShapeName
+	}
+	if err := validate(p.name); err != nil {
 		return p, err
+	}
+	if k := shape.kind; k == ShapeSet || k == ShapePool {
+		p.name = usageName(p)
 	}
 	if len(p.owner) > maxLabelLen || strings.ContainsAny(p.owner, "\x00\r\n") {
 		return p, errors.New("owner is malformed")
@@ -275,6 +313,11 @@ func (s *Server) parseAcquire(w http.ResponseWriter, r *http.Request) (acquirePa
 	if p.messages, err = parseSandboxMessages(req.SandboxMessages); err != nil {
 		return p, err
 	}
+	if p.messages > 0 && shape.kind != ShapeExclusive {
+		// A waiting semaphore, pool or reader watches several locks at once, each of which
+		// would write its own lines to the Output window.
+		return p, fmt.Errorf(`sandbox_messages applies only to shape "exclusive", not %q`, shape.kind)
+	}
 	creds, err := resolveCredentials(s.defaults, req.CloudShell)
 	if err != nil {
 		return p, err
@@ -302,6 +345,8 @@ type acquired struct {
 	TTLMS         float64    `json:"ttl_ms,omitempty"`
 	TTLSeconds    float64    `json:"ttl_seconds,omitempty"`
 	ExpiresAt     *time.Time `json:"expires_at,omitempty"`
+	// What was obtained: shape, access, slot, set names, pool members, aliases.
+	Obtained
 }
 
 // streamLine is every later line of a stream-mode response.
@@ -319,7 +364,7 @@ func (s *Server) handleAcquire(w http.ResponseWriter, r *http.Request) {
 	}
 	p, err := s.parseAcquire(w, r)
 	if err != nil {
-		badRequest(w, "%s", s.scrub(err.Error()))
+		s.invalid(w, err)
 		return
 	}
 	secrets := append(p.creds.secrets(), s.defaults.secrets()...)
@@ -331,11 +376,13 @@ func (s *Server) handleAcquire(w http.ResponseWriter, r *http.Request) {
 	stop := context.AfterFunc(s.base, cancel)
 	defer stop()
 
-	log := s.log.With().Str("reservation", p.resID).Str("lock", p.name).Str("owner", p.owner).Str("mode", p.mode).Logger()
+	log := s.log.With().Str("reservation", p.resID).Str("lock", p.name).Str("shape", p.shape.kind).
+		Str("owner", p.owner).Str("mode", p.mode).Logger()
 
 	lock, doneWithClient, err := s.lock(ctx, p)
 	waited := time.Since(realStart)
 	s.metrics.wait.Observe(waited.Seconds())
+	s.metrics.usage.waited(p.name, p.shape.kind, waited, err == nil)
 	if err != nil {
 		status, body, result := s.classify(err, r)
 		body.Error = redact.String(body.Error, secrets...)
@@ -359,7 +406,8 @@ func (s *Server) handleAcquire(w http.ResponseWriter, r *http.Request) {
 	}
 	s.metrics.acquisitions.WithLabelValues(resultAcquired).Inc()
 	h := &hold{token: newHoldToken(), resID: p.resID, name: p.name, owner: p.owner, mode: p.mode,
-		lock: lock, acquired: start, ttl: p.ttl, doneWithClient: doneWithClient, ended: make(chan struct{})}
+		shape: p.shape, lock: lock, got: obtainedOf(p.shape, p.name, lock), acquired: start, ttl: p.ttl,
+		doneWithClient: doneWithClient, ended: make(chan struct{})}
 	if p.mode == ModeToken {
 		h.expires = s.now().Add(p.ttl)
 	}
@@ -375,7 +423,7 @@ func (s *Server) handleAcquire(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp := acquired{Status: "acquired", Token: h.token, Mode: h.mode, Owner: h.owner, Name: h.name,
-		ReservationID: h.resID, Waited: waited.Round(time.Millisecond).String(), WaitedMS: ms(waited)}
+		ReservationID: h.resID, Waited: waited.Round(time.Millisecond).String(), WaitedMS: ms(waited), Obtained: h.got}
 	if p.mode == ModeToken {
 		exp := h.expires.UTC()
 		resp.TTL, resp.TTLMS, resp.TTLSeconds, resp.ExpiresAt = p.ttl.String(), ms(p.ttl), p.ttl.Seconds(), &exp
@@ -389,14 +437,26 @@ func (s *Server) handleAcquire(w http.ResponseWriter, r *http.Request) {
 // lock makes the acquisition: one attempt for a zero timeout, else waits up to it. With
 // the lock comes the function that gives back its CloudShell client once the lock is
 // released; the client stays cached (clients.go) at least until then.
-func (s *Server) lock(ctx context.Context, p acquireParams) (*mutex.Lock, func(), error) {
+func (s *Server) lock(ctx context.Context, p acquireParams) (heldLock, func(), error) {
+	ctx, err := s.insideContext(ctx, p)
+	if err != nil {
+		return nil, nil, err
+	}
 	api, doneWithClient, err := s.clients.get(ctx, p.creds)
 	if err != nil {
 		return nil, nil, &logon.Error{Addr: p.creds.addr(), As: logon.Who(p.creds.User, p.creds.Token), Err: err}
 	}
-	w := &waiting{resID: p.resID, name: p.name, owner: p.owner, since: s.now()}
+	w := &waiting{resID: p.resID, name: p.name, owner: p.owner, shape: p.shape, since: s.now()}
 	done := s.reg.wait(w)
 	defer done()
+	if !p.shape.plain() {
+		h, err := s.acquireShape(ctx, api, p, w)
+		if err != nil {
+			doneWithClient()
+			return nil, nil, err
+		}
+		return shapeLock{h}, doneWithClient, nil
+	}
 	var (
 		m     *mutex.Mutex
 		leave = func() {}
@@ -423,7 +483,7 @@ func (s *Server) lock(ctx context.Context, p acquireParams) (*mutex.Lock, func()
 		doneWithClient()
 		return nil, nil, err
 	}
-	return lock, func() { leave(); doneWithClient() }, nil
+	return exclusiveLock{lock}, func() { leave(); doneWithClient() }, nil
 }
 
 // newMutex is the one place a request's mutex is made: the request's name, owner, lease,
@@ -441,8 +501,13 @@ func (s *Server) newMutex(api mutex.API, p acquireParams, w *waiting) *mutex.Mut
 
 // classify maps an acquisition failure to the response. The choices:
 //
-//	409 timeout/locked   not obtained in time; holder named when it could be read
-//	400 bad_request      CloudShell rejected an argument before anything was sent
+//	409 timeout/locked   not obtained in time; holder named when it could be read (a
+//	                     shape's single attempt also lists the records in the way)
+//	409 exhausted        state: every value of the range is allocated
+//	409 conflict         state: the value changed under the lock; nothing was written
+//	400 bad_request      CloudShell rejected an argument before anything was sent, or a
+//	                     shape refused its request (a name, a level order, an overflow)
+//	502 corrupt          state: the stored value is unreadable; nothing was written
 //	502 unauthorized     CloudShell refused the credentials
 //	502 setup            CloudShell lacks the Mutex Service model or its attribute
 //	502 permanent        any other permanent CloudShell failure (unknown or ended
@@ -456,7 +521,29 @@ func (s *Server) classify(err error, r *http.Request) (int, errorBody, string) {
 	var le *mutex.LockedError
 	var te *mutex.TimeoutError
 	var de *logon.Error
+	var be *locks.BusyError
+	var ce *locks.ConflictError
 	switch {
+	case errors.As(err, &be):
+		// A shape's single attempt found it full or contended.
+		body := errorBody{Error: err.Error(), Kind: "locked", Holders: be.Holders, Tries: 1}
+		if len(be.Holders) > 0 {
+			body.holderFields = holderOfRecord(be.Holders[0])
+		}
+		return http.StatusConflict, body, resultTimeout
+	case isRequestError(err):
+		body := errorBody{Error: err.Error(), Kind: "bad_request"}
+		var fe *fieldError
+		if errors.As(err, &fe) {
+			body.Field = fe.field
+		}
+		return http.StatusBadRequest, body, resultError
+	case errors.Is(err, locks.ErrExhausted):
+		return http.StatusConflict, errorBody{Error: err.Error(), Kind: "exhausted"}, resultError
+	case errors.As(err, &ce):
+		return http.StatusConflict, errorBody{Error: err.Error(), Kind: "conflict"}, resultError
+	case errors.Is(err, locks.ErrCorrupt):
+		return http.StatusBadGateway, errorBody{Error: err.Error(), Kind: "corrupt"}, resultError
 	case errors.As(err, &le):
 		// TryLock: one attempt.
 		return http.StatusConflict, errorBody{Error: err.Error(), Kind: "locked", holderFields: holderOf(le.Holder), Tries: 1}, resultTimeout

@@ -73,7 +73,7 @@ func parseSandboxMessages(raw json.RawMessage) (time.Duration, error) {
 	case errors.Is(err, errOutOfRange), err == nil && d != 0 && (d < MinSandboxMessageEvery || d > MaxSandboxMessageEvery):
 		return 0, rangeError(field, raw, MinSandboxMessageEvery, MaxSandboxMessageEvery, note)
 	case err != nil:
-		return 0, fmt.Errorf(`%s must be true, false or an interval such as "30s" (a number is seconds)`, field)
+		return 0, fieldErrorf(field, `%s must be true, false or an interval such as "30s" (a number is seconds)`, field)
 	}
 	return d, nil
 }
@@ -83,7 +83,7 @@ func rangeError(field string, raw json.RawMessage, lo, hi time.Duration, note st
 	if len(got) > 40 {
 		got = got[:40] + "..."
 	}
-	return fmt.Errorf("%s %s is out of range: it must be between %s%s and %s", field, got, fmtDuration(lo), note, fmtDuration(hi))
+	return fieldErrorf(field, "%s %s is out of range: it must be between %s%s and %s", field, got, fmtDuration(lo), note, fmtDuration(hi))
 }
 
 // fmtDuration writes whole hours, minutes or seconds plainly ("24h", "1s", "0s").
@@ -99,6 +99,19 @@ func fmtDuration(d time.Duration) string {
 		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
 	}
 	return d.String()
+}
+
+// fieldError is a request refused for one field: the 400 answer names it in "field" as well
+// as in words, so that a client can point at what to fix without parsing the message.
+type fieldError struct {
+	field string
+	msg   string
+}
+
+func (e *fieldError) Error() string { return e.msg }
+
+func fieldErrorf(field, format string, args ...any) error {
+	return &fieldError{field: field, msg: fmt.Sprintf(format, args...)}
 }
 
 // CheckTTL checks a default ttl (the serve command's --ttl) against the request range.

@@ -24,6 +24,7 @@ type metrics struct {
 	hold         prometheus.Histogram
 	calls        *prometheus.CounterVec
 	errors       *prometheus.CounterVec
+	usage        *usage // per lock name and shape (usage.go)
 }
 
 func newMetrics(s *Server) *metrics {
@@ -53,6 +54,7 @@ func newMetrics(s *Server) *metrics {
 			Name: "csmutex_cloudshell_errors_total",
 			Help: "Failed CloudShell API calls, by kind (collision, ambiguous, transient, permanent, unauthorized). A collision is normal contention.",
 		}, []string{"kind"}),
+		usage: newUsage(),
 	}
 	// Every series exists from the start, at zero, so rate() and alerts work before the
 	// first event.
@@ -62,6 +64,7 @@ func newMetrics(s *Server) *metrics {
 	for _, k := range errorKinds {
 		m.errors.WithLabelValues(k)
 	}
+	m.reg.MustRegister(m.usage.collectors()...)
 	m.reg.MustRegister(m.acquisitions, m.wait, m.hold, m.calls, m.errors,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "csmutex_locks_held",

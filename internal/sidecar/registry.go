@@ -1,12 +1,14 @@
 package sidecar
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/csmutex/csmutex/locks"
 	"github.com/csmutex/csmutex/mutex"
 )
 
@@ -16,14 +18,42 @@ const (
 	ModeToken  = "token"
 )
 
+// heldLock is what a hold holds: the exclusive lock (a *mutex.Lock) or a lock shape (a
+// *locks.Hold). Release, expiry, the lost-lock signal and shutdown treat both alike.
+type heldLock interface {
+	// Done is closed when the lock is lost (or released); Err then says why.
+	Done() <-chan struct{}
+	Err() error
+	Release(ctx context.Context) error
+	// Owner is the owner record of the first lock taken: who holds it, as CloudShell says.
+	Owner() mutex.Owner
+}
+
+// exclusiveLock is the plain exclusive lock as a heldLock.
+type exclusiveLock struct{ *mutex.Lock }
+
+func (l exclusiveLock) Release(ctx context.Context) error { return l.Unlock(ctx) }
+
+// shapeLock is a lock shape as a heldLock.
+type shapeLock struct{ *locks.Hold }
+
+func (l shapeLock) Owner() mutex.Owner {
+	if o := l.Info().Owners; len(o) > 0 {
+		return o[0]
+	}
+	return mutex.Owner{}
+}
+
 // hold is a lock the sidecar holds for a client.
 type hold struct {
 	token    string // the client's capability: only it releases the hold
 	resID    string
-	name     string
+	name     string // the lock's name; for sets and pools, their label (usageName)
 	owner    string
 	mode     string
-	lock     *mutex.Lock
+	shape    shapeParams
+	lock     heldLock
+	got      Obtained // what was obtained, as the acquire answer says it
 	acquired time.Time
 	ttl      time.Duration // token mode
 	// doneWithClient gives back the hold's reference to its CloudShell client (clients.go)
@@ -43,6 +73,7 @@ type hold struct {
 // waiting is an acquire request still waiting for its lock.
 type waiting struct {
 	resID, name, owner string
+	shape              shapeParams
 	since              time.Time
 
 	// guarded by registry.mu: what the latest attempt learned (observe)
@@ -195,6 +226,8 @@ type HeldLock struct {
 	HolderPID  int        `json:"holder_pid,omitempty"`
 	// ExpiresAt is set in token mode: the sidecar releases the lock then unless kept alive.
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// What is held: shape, access, slot, set names, pool members and aliases.
+	Obtained
 }
 
 // WaitingLock is an acquire request still waiting, in GET /v1/locks.
@@ -215,6 +248,8 @@ type WaitingLock struct {
 	HolderPID  int        `json:"holder_pid,omitempty"`
 	HeldSince  *time.Time `json:"held_since,omitempty"`
 	Tries      int        `json:"tries,omitempty"`
+	// What it asks for: shape, slots, readers, names, members, count.
+	Wanted
 }
 
 // Locks is the body of GET /v1/locks.
@@ -232,7 +267,7 @@ func (r *registry) snapshot(now time.Time) Locks {
 		o := h.lock.Owner()
 		e := HeldLock{ReservationID: h.resID, Name: h.name, Owner: h.owner, Mode: h.mode,
 			Since: h.acquired.UTC(), HeldFor: d.Round(time.Millisecond).String(), HeldMS: ms(d), HeldSeconds: d.Seconds(),
-			HeldSince: since(o), HolderHost: o.Host, HolderPID: o.PID}
+			HeldSince: since(o), HolderHost: o.Host, HolderPID: o.PID, Obtained: h.got}
 		if h.mode == ModeToken {
 			t := h.expires.UTC()
 			e.ExpiresAt = &t
@@ -244,7 +279,7 @@ func (r *registry) snapshot(now time.Time) Locks {
 		out.Waiting = append(out.Waiting, WaitingLock{ReservationID: w.resID, Name: w.name, Owner: w.owner,
 			Since: w.since.UTC(), WaitingFor: d.Round(time.Millisecond).String(), WaitingMS: ms(d), WaitingSeconds: d.Seconds(),
 			Holder: holderLabel(w.holder), HolderHost: w.holder.Host, HolderPID: w.holder.PID, HeldSince: since(w.holder),
-			Tries: w.tries})
+			Tries: w.tries, Wanted: w.shape.wanted()})
 	}
 	sort.Slice(out.Held, func(i, j int) bool { return out.Held[i].Since.Before(out.Held[j].Since) })
 	sort.Slice(out.Waiting, func(i, j int) bool { return out.Waiting[i].Since.Before(out.Waiting[j].Since) })

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/csmutex/csmutex/internal/redact"
+	"github.com/csmutex/csmutex/locks"
 	"github.com/csmutex/csmutex/mutex"
 	"github.com/rs/zerolog"
 )
@@ -50,6 +51,13 @@ func WithMutexOptions(opts ...mutex.Option) Option {
 	return func(s *Server) { s.mutexOpts = append(s.mutexOpts, opts...) }
 }
 
+// WithLocksOptions adds options to every lock shape the sidecar takes (tests: a fast
+// retry, since locks overrides mutex.WithRetry with its own). The request's owner, lease and
+// timeout are applied before them.
+func WithLocksOptions(opts ...locks.Option) Option {
+	return func(s *Server) { s.locksOpts = append(s.locksOpts, opts...) }
+}
+
 // WithLease sets the default lease of locks taken through the sidecar (default
 // mutex.DefaultLease); a request may override it.
 func WithLease(d time.Duration) Option { return func(s *Server) { s.lease = d } }
@@ -77,6 +85,7 @@ type Server struct {
 	defaults   Credentials
 	dial       DialFunc
 	mutexOpts  []mutex.Option
+	locksOpts  []locks.Option
 	lease      time.Duration
 	heartbeat  time.Duration
 	sweep      time.Duration
@@ -229,15 +238,16 @@ func (s *Server) finish(h *hold, status, reason string) error {
 	if h.mode == ModeToken && status == "lost" {
 		s.remember(h.token, reason)
 	}
-	err := h.lock.Unlock(context.Background())
+	err := h.lock.Release(context.Background())
 	h.doneWithClient()
 	held := s.now().Sub(h.acquired)
 	s.metrics.hold.Observe(held.Seconds())
+	s.metrics.usage.heldFor(h.name, h.shape.kind, held)
 	ev := s.log.Info()
 	if err != nil && !errors.Is(err, mutex.ErrNotHeld) {
 		ev = s.log.Error().Err(err)
 	}
-	ev.Str("reservation", h.resID).Str("lock", h.name).Str("owner", h.owner).Str("mode", h.mode).
+	ev.Str("reservation", h.resID).Str("lock", h.name).Str("shape", h.shape.kind).Str("owner", h.owner).Str("mode", h.mode).
 		Dur("held_ms", held).Str("why", reason).Msg("lock released")
 	h.endStatus, h.endReason = status, reason
 	close(h.ended)
