@@ -14,6 +14,7 @@ import (
 
 	"github.com/csmutex/csmutex/internal/logon"
 	"github.com/csmutex/csmutex/internal/sidecar"
+	"github.com/csmutex/csmutex/locks"
 	"github.com/csmutex/csmutex/mutex"
 )
 
@@ -144,6 +145,11 @@ as for run, below its floor. Never set it in production.
 	if err != nil {
 		return fail(err)
 	}
+	// Lock shapes set their own retry over the mutex options': give them the same interval.
+	strategy, err := lockf.retry()
+	if err != nil {
+		return fail(err)
+	}
 	if !strings.HasPrefix(listen, "unix:") {
 		if err := sidecar.CheckLoopback(listen, allowRemote); err != nil {
 			return fail(err)
@@ -201,6 +207,7 @@ as for run, below its floor. Never set it in production.
 		sidecar.WithHeartbeat(heartbeat),
 		sidecar.WithDefaultTTL(ttl),
 		sidecar.WithMutexOptions(mutexOpts...),
+		sidecar.WithLocksOptions(locks.WithRetry(strategy)),
 		sidecar.WithAllowedOrigins(origins...),
 		sidecar.WithAllowedHosts(hosts...),
 		sidecar.WithBearerToken(authToken),

@@ -83,3 +83,4 @@ func TestServeCohort(t *testing.T) {
 		})
 	}
 }
+
