@@ -83,4 +83,3 @@ func TestServeCohort(t *testing.T) {
 		})
 	}
 }
-
