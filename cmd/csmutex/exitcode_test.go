@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,7 +26,7 @@ func TestRefusedCredentialsExitNoPerm(t *testing.T) {
 	ln.Close()
 
 	subcommands := map[string][]string{
-		"run":     {"run", "-r", res, "--", "true"},
+		"run":     {"run", "-r", res, "--", trueCommand()},
 		"serve":   {"serve", "--listen", "127.0.0.1:0"},
 		"status":  {"status", "-r", res},
 		"release": {"release", "-r", res, "--force"},
@@ -60,4 +61,12 @@ func TestSessionRefusedExitNoPerm(t *testing.T) {
 	if got := lockFailureCode(err, exitConflict); got != exitNoPerm {
 		t.Errorf("lockFailureCode(%v) = %d, want %d", err, got, exitNoPerm)
 	}
+}
+
+// trueCommand is a command that exists and exits 0 (csmutex resolves it before logging on).
+func trueCommand() string {
+	if runtime.GOOS == "windows" {
+		return "cmd.exe"
+	}
+	return "true"
 }
