@@ -182,6 +182,28 @@ const maxDurationSeconds = 1e7
 // errOutOfRange: a well-formed duration too large to use (parseDurationIn names the range).
 var errOutOfRange = errors.New("out of range")
 
+// parseLease sets *lease from a request's "lease" field when it is given.
+func parseLease(raw json.RawMessage, lease *time.Duration) error {
+	d, set, err := parseDuration("lease", raw)
+	switch {
+	case err != nil:
+		return err
+	case set && d < 0:
+		return errors.New("lease must not be negative (0 means the lock never expires)")
+	case set:
+		*lease = d
+	}
+	return nil
+}
+
+// defaultOwner labels a request that names no owner by where it came from.
+func defaultOwner(r *http.Request) string {
+	if r.RemoteAddr == "" || r.RemoteAddr == "@" {
+		return "sidecar-client@unix"
+	}
+	return "sidecar-client@" + r.RemoteAddr
+}
+
 // parseDuration reads a Go duration string ("300s", "1m30s") or a number of seconds (300,
 // 0.5, "300"), as internal/duration (and so the command's flags) reads them. set is false
 // when the field is absent or null.
@@ -271,10 +293,7 @@ func (s *Server) parseAcquire(w http.ResponseWriter, r *http.Request) (acquirePa
 		return p, errors.New("owner is malformed")
 	}
 	if p.owner == "" {
-		p.owner = "sidecar-client@" + r.RemoteAddr
-		if r.RemoteAddr == "" || r.RemoteAddr == "@" {
-			p.owner = "sidecar-client@unix"
-		}
+		p.owner = defaultOwner(r)
 	}
 	switch p.mode {
 	case "":
@@ -301,14 +320,8 @@ func (s *Server) parseAcquire(w http.ResponseWriter, r *http.Request) (acquirePa
 	case set:
 		p.ttl = ttl
 	}
-	lease, set, err := parseDuration("lease", req.Lease)
-	switch {
-	case err != nil:
+	if err := parseLease(req.Lease, &p.lease); err != nil {
 		return p, err
-	case set && lease < 0:
-		return p, errors.New("lease must not be negative (0 means the lock never expires)")
-	case set:
-		p.lease = lease
 	}
 	if p.messages, err = parseSandboxMessages(req.SandboxMessages); err != nil {
 		return p, err

@@ -85,10 +85,7 @@ func (s *Server) parseState(r *http.Request, c stateCommon) (acquireParams, erro
 		return p, errors.New("owner is malformed")
 	}
 	if p.owner == "" {
-		p.owner = "sidecar-client@" + r.RemoteAddr
-		if r.RemoteAddr == "" || r.RemoteAddr == "@" {
-			p.owner = "sidecar-client@unix"
-		}
+		p.owner = defaultOwner(r)
 	}
 	timeout, set, err := parseDurationIn("timeout", c.Timeout, time.Millisecond, MaxTimeout, "")
 	switch {
@@ -97,14 +94,8 @@ func (s *Server) parseState(r *http.Request, c stateCommon) (acquireParams, erro
 	case set:
 		p.timeout = timeout
 	}
-	lease, set, err := parseDuration("lease", c.Lease)
-	switch {
-	case err != nil:
+	if err := parseLease(c.Lease, &p.lease); err != nil {
 		return p, err
-	case set && lease < 0:
-		return p, errors.New("lease must not be negative (0 means the lock never expires)")
-	case set:
-		p.lease = lease
 	}
 	if p.creds, err = resolveCredentials(s.defaults, c.CloudShell); err != nil {
 		return p, err

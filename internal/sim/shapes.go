@@ -87,24 +87,8 @@ func NewShapeScenario(seed uint64) ShapeScenario {
 	level := func(hi float64) float64 { return []float64{0, hi / 4, hi}[r.IntN(3)] }
 	rates := FaultRates{Slow: level(0.2), DropAfter: level(0.15), FailBefore: level(0.1), Refused: level(0.05), Err5xx: level(0.1)}
 	n := 3 + r.IntN(4)
-	horizon := time.Duration(0)
-	for i := range n {
-		lease := common
-		if mixed {
-			lease = leases[r.IntN(len(leases))]
-		}
-		p := ProcSpec{
-			Name:        fmt.Sprintf("p%d", i+1),
-			Lease:       lease,
-			HTTPTimeout: []time.Duration{lease / 4, lease, 3 * lease}[r.IntN(3)],
-			Rounds:      1 + r.IntN(4),
-			Hold:        []time.Duration{lease / 10, lease / 2, 3 * lease / 2}[r.IntN(3)],
-			Faults:      rates,
-			StartAt:     time.Duration(r.Int64N(int64(lease))),
-		}
-		horizon = max(horizon, time.Duration(p.Rounds)*4*lease)
-		sc.Procs = append(sc.Procs, p)
-	}
+	procs, horizon := drawProcs(r, n, common, mixed, leases, rates)
+	sc.Procs = append(sc.Procs, procs...)
 	for i := range sc.Procs {
 		p := &sc.Procs[i]
 		at := func() time.Time { return epoch.Add(time.Duration(r.Int64N(int64(horizon)))) }

@@ -105,24 +105,8 @@ func NewScenario(seed uint64) Scenario {
 		Refused: level(0.05), Err5xx: level(0.1), Unauth: level(0.05),
 	}
 	n := 2 + r.IntN(4)
-	horizon := time.Duration(0)
-	for i := range n {
-		lease := common
-		if mixed {
-			lease = leases[r.IntN(len(leases))]
-		}
-		p := ProcSpec{
-			Name:        fmt.Sprintf("p%d", i+1),
-			Lease:       lease,
-			HTTPTimeout: []time.Duration{lease / 4, lease, 3 * lease}[r.IntN(3)],
-			Rounds:      1 + r.IntN(4),
-			Hold:        []time.Duration{lease / 10, lease / 2, 3 * lease / 2}[r.IntN(3)],
-			Faults:      rates,
-			StartAt:     time.Duration(r.Int64N(int64(lease))),
-		}
-		horizon = max(horizon, time.Duration(p.Rounds)*4*lease)
-		sc.Procs = append(sc.Procs, p)
-	}
+	procs, horizon := drawProcs(r, n, common, mixed, leases, rates)
+	sc.Procs = append(sc.Procs, procs...)
 	for i := range sc.Procs {
 		p := &sc.Procs[i]
 		at := func() time.Time { return epoch.Add(time.Duration(r.Int64N(int64(horizon)))) }
@@ -176,6 +160,34 @@ func NewScenario(seed uint64) Scenario {
 		}
 	}
 	return sc
+}
+
+// drawProcs draws n csmutex processes: their leases (common, or each its own when mixed),
+// HTTP timeouts, rounds, hold times and start times, all with the same fault rates; and the
+// horizon their rounds span. Both scenario kinds draw them this way, in this order.
+func drawProcs(r *rand.Rand, n int, common time.Duration, mixed bool, leases []time.Duration, rates FaultRates) ([]ProcSpec, time.Duration) {
+	var (
+		procs   []ProcSpec
+		horizon time.Duration
+	)
+	for i := range n {
+		lease := common
+		if mixed {
+			lease = leases[r.IntN(len(leases))]
+		}
+		p := ProcSpec{
+			Name:        fmt.Sprintf("p%d", i+1),
+			Lease:       lease,
+			HTTPTimeout: []time.Duration{lease / 4, lease, 3 * lease}[r.IntN(3)],
+			Rounds:      1 + r.IntN(4),
+			Hold:        []time.Duration{lease / 10, lease / 2, 3 * lease / 2}[r.IntN(3)],
+			Faults:      rates,
+			StartAt:     time.Duration(r.Int64N(int64(lease))),
+		}
+		horizon = max(horizon, time.Duration(p.Rounds)*4*lease)
+		procs = append(procs, p)
+	}
+	return procs, horizon
 }
 
 // World is one run: the server, the processes, the checker and the trace.
