@@ -24,7 +24,7 @@ import (
 //
 // Each waiter writes one entry, "t=<ticket> id=<id> seq=<n> ttl=<d>", under one of
 // queueSlots keys of its lock, and clears it (writes "") when it stops waiting. Tickets are one
-// more than the largest seen when joining, ties broken by id, so order is arrival order as
+// more than the largest seen when joining, ties broken by slot, so order is arrival order as
 // the server saw it, give or take concurrent joins. An entry that a reader has seen at the
 // front, unchanged, for longer than its ttl is dead (its waiter crashed): it is skipped, and its slot
 // may be reused. Only the entry at the front is timed, so only the head rewrites its entry
@@ -61,7 +61,7 @@ type roomEntry struct {
 // had arrived priorityStep*p joins earlier. That is ageing without any clock: every later
 // join takes a larger ticket, so a waiter can be overtaken only by higher-priority waiters
 // that join within priorityStep*(their priority - its priority) joins after it, and is never
-// starved. Ties go to the earlier ticket.
+// starved. Ties go to the earlier ticket, then the lower slot.
 const (
 	priorityStep = 16
 	// MaxPriority is the highest priority WithPriority accepts.
@@ -78,6 +78,12 @@ func (e roomEntry) before(o roomEntry) bool {
 	}
 	if e.ticket != o.ticket {
 		return e.ticket < o.ticket
+	}
+	// Equal tickets come from joins at the same time. Each slot holds one entry, so the slot
+	// orders them the same way for every reader; ids are random, and would make the order
+	// (and a seeded simulation) differ from run to run.
+	if e.slot != o.slot {
+		return e.slot < o.slot
 	}
 	return e.id < o.id
 }
