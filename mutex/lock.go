@@ -23,6 +23,10 @@ type Lock struct {
 	stop     chan struct{} // closed by Unlock to end renewals
 	renewing sync.WaitGroup
 	done     chan struct{}
+	// background is the lock's work off the caller's path (leaving the waiting room, the
+	// Output message, collecting dead break locks). Unlock waits for it, so that nothing the
+	// lock started outlives Unlock; each piece is bounded by the release timeout.
+	background sync.WaitGroup
 
 	mu        sync.Mutex
 	lastRenew time.Time // send time of the last write confirmed applied (the add or a heartbeat)
@@ -199,6 +203,10 @@ func (l *Lock) check(d *cloudshell.ReservationDetails) error {
 // for the release timeout is reported (class Unavailable). Unlocking a lock that is not held
 // returns ErrNotHeld (wrapping ErrLost if it was lost) and removes nothing. ctx may be
 // canceled: the release still runs, so a canceled caller never leaves the lock held.
+//
+// Unlock returns only when the work the lock started beside the critical section has ended
+// too (clearing its waiting-room entry, its Output message, removing dead break locks; each
+// bounded by the release timeout), so no goroutine of the lock outlives it.
 func (l *Lock) Unlock(ctx context.Context) error {
 	m := l.m
 	l.mu.Lock()
@@ -209,6 +217,7 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	l.unlocked = true
 	lost := l.err
 	l.mu.Unlock()
+	defer l.background.Wait()
 	if l.cohort != nil {
 		return l.cohort.unlock(ctx, l)
 	}
@@ -233,7 +242,7 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	err := m.removeIf(rctx, m.cfg.name, new(settler), func(d *cloudshell.ReservationDetails, removeSent bool) error {
 		if !collected {
 			collected = true
-			go m.collectGarbage(ctx, d) // this read shows dead break locks too
+			l.background.Go(func() { m.collectGarbage(ctx, d) }) // this read shows dead break locks too
 		}
 		if err := l.check(d); err != nil {
 			if removeSent {

@@ -115,9 +115,13 @@ func (m *Mutex) acquire(parent context.Context, wait bool) (*Lock, error) {
 			if tries > 1 || q.position() > 0 {
 				m.sawContention()
 			}
-			go q.leave(context.WithoutCancel(ctx)) // the next waiter's turn; not on our critical path
+			// Off the critical path, and waited for by Unlock: the next waiter's turn, and a
+			// slow Output window must not eat the lease.
+			bg := context.WithoutCancel(ctx)
+			room := q
+			out.lock.background.Go(func() { room.leave(bg) })
 			q = nil
-			go prog.acquired(context.WithoutCancel(ctx)) // a slow Output window must not eat the lease
+			out.lock.background.Go(func() { prog.acquired(bg) })
 			m.cfg.log.Info().Str("lock", m.cfg.name).Str("reservation", m.resID).Str("owner", out.lock.owner.String()).
 				Int("tries", tries).Dur("waited_ms", m.cfg.clock.Now().Sub(start)).Msg("lock acquired")
 			return out.lock, nil
@@ -298,7 +302,7 @@ func (m *Mutex) confirm(ctx context.Context, w *waiter, me Owner, sent time.Time
 	}
 	out := m.handOver(w, me, sent)
 	if out.lock != nil {
-		go m.collectGarbage(ctx, d)
+		out.lock.background.Go(func() { m.collectGarbage(ctx, d) })
 	}
 	return out, nil
 }

@@ -321,3 +321,46 @@ func TestWaitersReadsRooms(t *testing.T) {
 		t.Errorf("rooms %v, want MUTEX and SWITCH.1 only", got)
 	}
 }
+
+// Clearing a waiter's room entry runs beside its critical section, not before it; but Unlock
+// waits for it, so no work of the lock's outlives Unlock: when Unlock returns, the entry is
+// gone, even when clearing it is slower than the critical section.
+func TestUnlockWaitsForLeavingTheRoom(t *testing.T) {
+	virtual(t, func(t *testing.T, env *testenv.Env) {
+		ctx := ctxTimeout(t, time.Hour)
+		holder, err := mutex.New(env.Client("holder"), env.ReservationID, fast()...).Lock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan *mutex.Lock)
+		go func() {
+			l, err := mutex.New(env.Client("w"), env.ReservationID, fast()...).Lock(ctx)
+			if err != nil {
+				t.Error(err)
+			}
+			got <- l
+		}()
+		time.Sleep(time.Second)
+		if live, _ := roomEntries(t, env); len(live) != 1 {
+			t.Fatalf("%d entries in the room, want the waiter's", len(live))
+		}
+		// From now on, every write of sandbox data (the waiter's leaving) takes 2 s.
+		env.Server.Faults().Set("SetSandboxData", mockapi.Fault{Client: "w", Latency: 2 * time.Second})
+		if err := holder.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		l := <-got
+		if l == nil {
+			return
+		}
+		if live, _ := roomEntries(t, env); len(live) != 1 {
+			t.Fatalf("the entry was cleared before the critical section began (%d entries); the test needs it pending", len(live))
+		}
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if live, _ := roomEntries(t, env); len(live) != 0 {
+			t.Errorf("Unlock returned with the waiter's room entry still there: %v", live)
+		}
+	})
+}

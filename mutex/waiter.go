@@ -77,7 +77,7 @@ func (w *waiter) contended(ctx context.Context, wait bool) (outcome, error) {
 		// An earlier add of ours whose answer was lost did land: the token is ours alone.
 		delete(w.pending, holder.Token)
 		if out := m.handOver(w, holder, sent); out.lock != nil {
-			go m.collectGarbage(ctx, d)
+			out.lock.background.Go(func() { m.collectGarbage(ctx, d) })
 			return out, nil
 		}
 	}

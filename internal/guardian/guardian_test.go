@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/csmutex/csmutex/internal/syncbuf"
+	"github.com/csmutex/csmutex/internal/testenv"
 )
 
 // The test binary is its own guardian: Config.Self is os.Args[0].
@@ -35,7 +36,7 @@ func run(t *testing.T, group bool, script string) (*Process, *stderrFile) {
 	if err != nil {
 		t.Skip("no sh")
 	}
-	f, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
+	f, err := os.Create(filepath.Join(testenv.TempDir(t), "stderr"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +110,7 @@ func TestExitCodePassedOn(t *testing.T) {
 func TestSignalReachesCommand(t *testing.T) {
 	t.Parallel()
 	for _, group := range []bool{true, false} {
-		ready := filepath.Join(t.TempDir(), "ready")
+		ready := filepath.Join(testenv.TempDir(t), "ready")
 		p, stderr := run(t, group, fmt.Sprintf(`trap 'exit 7' TERM; echo $$ > %s; while :; do sleep 0.02; done`, ready))
 		waitFile(t, ready, 1)
 		if err := p.Signal(syscall.SIGTERM); err != nil {
@@ -125,7 +126,7 @@ func TestSignalReachesCommand(t *testing.T) {
 func TestKillKillsTheTree(t *testing.T) {
 	t.Parallel()
 	for _, group := range []bool{true, false} {
-		pids := filepath.Join(t.TempDir(), "pids")
+		pids := filepath.Join(testenv.TempDir(t), "pids")
 		p, _ := run(t, group, fmt.Sprintf(`sleep 300 & echo $! >> %[1]s; (sleep 300 & echo $! >> %[1]s; wait) & echo $$ >> %[1]s; wait`, pids))
 		lines := waitFile(t, pids, 3)
 		t.Cleanup(func() {
@@ -179,7 +180,7 @@ func TestGuardianNeedsALifeline(t *testing.T) {
 // the group it led.
 func TestGuardianKilled(t *testing.T) {
 	t.Parallel()
-	pids := filepath.Join(t.TempDir(), "pids")
+	pids := filepath.Join(testenv.TempDir(t), "pids")
 	p, _ := run(t, true, fmt.Sprintf(`sleep 300 & echo $! >> %[1]s; echo $$ >> %[1]s; wait`, pids))
 	lines := waitFile(t, pids, 2)
 	t.Cleanup(func() {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/csmutex/csmutex/internal/testenv"
 )
 
 var linuxAMD64 = target{"linux", "amd64"}
@@ -51,6 +53,11 @@ func copyModule(t *testing.T, src, dst string) {
 
 func repoRoot(t *testing.T) string {
 	t.Helper()
+	if _, err := exec.LookPath("go"); err != nil {
+		// The release build runs the go command; a test binary run where no toolchain is
+		// installed (the Windows suite under Wine) cannot.
+		t.Skipf("needs the go command: %v", err)
+	}
 	root, err := moduleRoot(context.Background(), "")
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +70,7 @@ func repoRoot(t *testing.T) string {
 // working tree while it runs.
 func releaseLinuxAMD64(t *testing.T, src string) (out string, arts []artifact) {
 	t.Helper()
-	out = filepath.Join(t.TempDir(), "out")
+	out = filepath.Join(testenv.TempDir(t), "out")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	arts, err := build(ctx, options{Src: src, Out: out, Targets: []target{linuxAMD64}, Commands: []string{"csmutex"},
@@ -83,15 +90,15 @@ func TestReproducible(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds csmutex twice")
 	}
-	srcA := filepath.Join(t.TempDir(), "a", "csmutex")
+	srcA := filepath.Join(testenv.TempDir(t), "a", "csmutex")
 	copyModule(t, repoRoot(t), srcA)
 	outA, artsA := releaseLinuxAMD64(t, srcA)
-	srcB := filepath.Join(t.TempDir(), "elsewhere", "b")
+	srcB := filepath.Join(testenv.TempDir(t), "elsewhere", "b")
 	copyModule(t, srcA, srcB)
 	if os.Getenv("CSMUTEX_RELEASE_COLD") == "1" {
 		// Recompile everything, the standard library included, instead of relinking
 		// cached packages: what a build on another machine does. About 30 s more.
-		t.Setenv("GOCACHE", t.TempDir())
+		t.Setenv("GOCACHE", testenv.TempDir(t))
 	}
 	outB, artsB := releaseLinuxAMD64(t, srcB)
 
@@ -180,7 +187,7 @@ func TestCheckStaticDetectsCgo(t *testing.T) {
 	if out, err := exec.Command("go", "env", "CGO_ENABLED").Output(); err != nil || strings.TrimSpace(string(out)) != "1" {
 		t.Skip("cgo unavailable (no C compiler)")
 	}
-	dir := t.TempDir()
+	dir := testenv.TempDir(t)
 	files := map[string]string{
 		"go.mod": "module cgoprobe\n\ngo 1.22\n",
 		"main.go": `package main
@@ -271,7 +278,7 @@ func TestRunUsage(t *testing.T) {
 	if code := run(context.Background(), []string{"-h"}, &stdout, &stderr); code != 0 || !strings.Contains(stderr.String(), "-targets") {
 		t.Errorf("-h: %d %s", code, stderr.String())
 	}
-	if _, err := build(context.Background(), options{Out: t.TempDir(), Version: "v1 bad"}); err == nil {
+	if _, err := build(context.Background(), options{Out: testenv.TempDir(t), Version: "v1 bad"}); err == nil {
 		t.Error("a version with a space was accepted")
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/csmutex/csmutex/internal/testenv"
 )
 
 func TestNotTerminals(t *testing.T) {
@@ -13,7 +15,7 @@ func TestNotTerminals(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer null.Close()
-	plain, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	plain, err := os.Create(filepath.Join(testenv.TempDir(t), "log"))
 	if err != nil {
 		t.Fatal(err)
 	}
