@@ -55,6 +55,16 @@ func (e *BusyError) Error() string {
 	return fmt.Sprintf("locks: %s %q is busy (held by %s)", e.Shape, e.Name, strings.Join(who, ", "))
 }
 
+// Owners are Holders as mutex reads them (mutex.ParseOwner), in the same order: a record
+// csmutex did not write, or could not have written, is a legacy holder with Raw verbatim.
+func (e *BusyError) Owners() []mutex.Owner {
+	out := make([]mutex.Owner, len(e.Holders))
+	for i, h := range e.Holders {
+		out[i] = mutex.ParseOwner(h)
+	}
+	return out
+}
+
 // Is makes errors.Is(err, mutex.ErrLocked) hold.
 func (e *BusyError) Is(target error) bool { return target == mutex.ErrLocked }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -112,6 +113,16 @@ func TestSemaphoreTryAcquireBusyAndTimeout(t *testing.T) {
 		var busy *locks.BusyError
 		if !errors.As(err, &busy) || !errors.Is(err, mutex.ErrLocked) || len(busy.Holders) != 2 {
 			t.Fatalf("TryAcquire on a full semaphore = %v, want a BusyError naming both holders", err)
+		}
+		want := []string{h1.Info().Owners[0].Token, h2.Info().Owners[0].Token}
+		var got []string
+		for _, o := range busy.Owners() {
+			got = append(got, o.Token)
+		}
+		slices.Sort(want)
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Fatalf("BusyError.Owners tokens = %v, want the holders' %v", got, want)
 		}
 		start := time.Now()
 		limited := locks.NewSemaphore(env.Client("c"), env.ReservationID, "S", 2, fast(locks.WithWaitLimit(time.Second))...)

@@ -16,8 +16,6 @@ func (l *Lock) Abandon() {
 // Record exposes the owner record format to tests that plant records by hand.
 func (o Owner) Record() string { return o.record() }
 
-var ParseOwner = parseOwner
-
 func HeartbeatKey(token string) string { return heartbeatKey(token) }
 
 // RenewNow runs one renewal as the lease loop would: tests use it to play a holder that

@@ -80,6 +80,12 @@ func (o Owner) record() string {
 	return b.String()
 }
 
+// ParseOwner reads a "Mutex Owner" value as the mutex reads it: a csmutex record's fields,
+// or a legacy holder (Legacy set, Raw verbatim) for anything else, a damaged csmutex record
+// included. Use it on records that other APIs give verbatim (locks.BusyError.Holders,
+// sandbox exports), so that every reader agrees on who holds a lock.
+func ParseOwner(raw string) Owner { return parseOwner(raw) }
+
 // parseOwner reads a "Mutex Owner" value. It never fails: what is not a csmutex record is a
 // legacy holder, and a damaged csmutex record is treated as legacy too, so it is never
 // broken automatically on the strength of fields we could not read.

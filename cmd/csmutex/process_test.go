@@ -22,6 +22,7 @@ import (
 
 	"github.com/csmutex/csmutex/cloudshell"
 	"github.com/csmutex/csmutex/internal/syncbuf"
+	"github.com/csmutex/csmutex/internal/testenv"
 	"github.com/csmutex/csmutex/mockapi"
 )
 
@@ -225,7 +226,7 @@ func killGroupLater(t *testing.T, pidFile string) {
 func TestProcessMutualExclusion(t *testing.T) {
 	t.Parallel()
 	m := startMock(t)
-	log := filepath.Join(t.TempDir(), "log")
+	log := filepath.Join(testenv.TempDir(t), "log")
 	script := fmt.Sprintf(`echo start >> %[1]s; sleep 0.03; echo end >> %[1]s`, log)
 	const workers, rounds = 3, 4
 	var wg sync.WaitGroup
@@ -272,7 +273,7 @@ func TestProcessMutualExclusion(t *testing.T) {
 func TestProcessExitCodes(t *testing.T) {
 	t.Parallel()
 	m := startMock(t)
-	dir := t.TempDir()
+	dir := testenv.TempDir(t)
 	notExec := filepath.Join(dir, "script")
 	if err := os.WriteFile(notExec, []byte("#!/bin/sh\nexit 0\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -312,7 +313,7 @@ func TestProcessExitCodes(t *testing.T) {
 func TestProcessSIGTERMReachesCommand(t *testing.T) {
 	t.Parallel()
 	m := startMock(t)
-	dir := t.TempDir()
+	dir := testenv.TempDir(t)
 	ready, marker := filepath.Join(dir, "ready"), filepath.Join(dir, "marker")
 	script := fmt.Sprintf(`trap 'echo got-term > %s; exit 7' TERM; echo $$ > %s; while :; do sleep 0.02; done`, marker, ready)
 	p := m.start(t, "run", "--", "sh", "-c", script)
@@ -342,7 +343,7 @@ func TestProcessSIGTERMReachesCommand(t *testing.T) {
 func TestProcessInterruptWhileWaiting(t *testing.T) {
 	t.Parallel()
 	m := startMock(t)
-	dir := t.TempDir()
+	dir := testenv.TempDir(t)
 	ready, stop := filepath.Join(dir, "ready"), filepath.Join(dir, "stop")
 	holder := m.start(t, "run", "--owner", "holder", "--", "sh", "-c",
 		fmt.Sprintf(`echo $$ > %s; while [ ! -e %s ]; do sleep 0.02; done`, ready, stop))
@@ -372,7 +373,7 @@ func TestProcessInterruptWhileWaiting(t *testing.T) {
 func TestProcessRecoveryAfterSIGKILL(t *testing.T) {
 	t.Parallel()
 	m := startMock(t)
-	ready := filepath.Join(t.TempDir(), "ready")
+	ready := filepath.Join(testenv.TempDir(t), "ready")
 	holder := m.start(t, "run", "--lease", "300ms", "--owner", "doomed", "--", "sh", "-c",
 		fmt.Sprintf(`echo $$ > %s; exec sleep 60`, ready))
 	killGroupLater(t, ready)
@@ -414,7 +415,7 @@ func TestProcessRecoveryAfterSIGKILL(t *testing.T) {
 func TestProcessLockLost(t *testing.T) {
 	t.Parallel()
 	m := startMock(t)
-	dir := t.TempDir()
+	dir := testenv.TempDir(t)
 	ready, marker := filepath.Join(dir, "ready"), filepath.Join(dir, "marker")
 	p := m.start(t, "run", "--lease", "6s", "--kill-grace", "500ms", "--", "sh", "-c",
 		fmt.Sprintf(`trap 'echo got-term > %s; exit 0' TERM; echo $$ > %s; while :; do sleep 0.02; done`, marker, ready))
@@ -438,7 +439,7 @@ func TestProcessLockLost(t *testing.T) {
 func TestProcessLockLostKillAfterGrace(t *testing.T) {
 	t.Parallel()
 	m := startMock(t)
-	ready := filepath.Join(t.TempDir(), "ready")
+	ready := filepath.Join(testenv.TempDir(t), "ready")
 	p := m.start(t, "run", "--lease", "6s", "--kill-grace", "500ms", "--", "sh", "-c",
 		fmt.Sprintf(`trap '' TERM; echo $$ > %s; while :; do sleep 0.02; done`, ready))
 	killGroupLater(t, ready)
@@ -496,7 +497,7 @@ func liveGroupMembers(t *testing.T, pgid int) []int {
 func TestProcessConflict(t *testing.T) {
 	t.Parallel()
 	m := startMock(t)
-	dir := t.TempDir()
+	dir := testenv.TempDir(t)
 	ready, stop := filepath.Join(dir, "ready"), filepath.Join(dir, "stop")
 	holder := m.start(t, "run", "--owner", "the-holder", "--", "sh", "-c",
 		fmt.Sprintf(`echo $$ > %s; while [ ! -e %s ]; do sleep 0.02; done`, ready, stop))
@@ -574,7 +575,7 @@ func TestProcessStatusAndRelease(t *testing.T) {
 		t.Fatalf("status --json with no locks: exit %d, %q", code, stdout)
 	}
 
-	dir := t.TempDir()
+	dir := testenv.TempDir(t)
 	ready := filepath.Join(dir, "ready")
 	holder := m.start(t, "run", "--owner", "status-holder", "--lease", "900ms", "--", "sh", "-c",
 		fmt.Sprintf(`echo $$ > %s; while :; do sleep 0.02; done`, ready))

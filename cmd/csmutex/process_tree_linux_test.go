@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/csmutex/csmutex/internal/testenv"
 )
 
 // openPty returns a pseudo-terminal's master and slave ends.
@@ -43,7 +45,7 @@ func TestProcessTreeDiesWithCsmutexInteractive(t *testing.T) {
 	t.Parallel()
 	m := startMock(t)
 	_, tty := openPty(t)
-	ready := filepath.Join(t.TempDir(), "ready")
+	ready := filepath.Join(testenv.TempDir(t), "ready")
 	script, sleeps := treeScript(t, ready)
 
 	p := m.startWith(t, func(cmd *exec.Cmd) {

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/csmutex/csmutex/internal/testenv"
 )
 
 // treeGoneWithin is how long the command's tree may outlive its killed csmutex. The
@@ -44,7 +46,7 @@ func treeScript(t *testing.T, ready string) (script string, sleeps int) {
 func TestProcessTreeDiesWithCsmutex(t *testing.T) {
 	t.Parallel()
 	m := startMock(t)
-	ready := filepath.Join(t.TempDir(), "ready")
+	ready := filepath.Join(testenv.TempDir(t), "ready")
 	script, sleeps := treeScript(t, ready)
 	p := m.start(t, "run", "--owner", "tree", "--", "sh", "-c", script)
 	killGroupLater(t, ready)

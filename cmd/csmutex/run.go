@@ -46,10 +46,12 @@ type runOptions struct {
 	log         *logFlags
 	lock        *lockFlags
 	shapeFlags  *shapeFlags
+	levelFlags  *levelFlags
 	reservation string
 	// name labels what is locked in logs: the lock's name, or a set's or pool's names.
 	name         string
 	shape        shapeSpec
+	levels       levelSpec
 	owner        string
 	timeout      time.Duration
 	nonblock     bool
@@ -101,6 +103,13 @@ Every party of a semaphore or shared lock must use the same N. For a set or pool
 CSMUTEX_LOCK_NAME lists the names held, comma-separated, as CSMUTEX_NAMES and
 CSMUTEX_MEMBERS do; CSMUTEX_POOL lists all of the pool's members.
 
+Lock levels across nested runs: --levels reservation,device,port --at-level device says
+this run's lock (any shape) is at level "device". COMMAND gets CSMUTEX_LEVELS (the levels,
+coarse to fine, comma-separated) and CSMUTEX_LEVEL (the level held), and a csmutex run it
+starts with --at-level must take a finer level (port) and declare the same --levels, or
+none (it inherits them); otherwise it exits 64 before contacting CloudShell. A run
+without --at-level is not checked and passes the variables on unchanged.
+
 While it waits, csmutex shows who holds the lock, for how long, and how long it has
 waited: a status line rewritten in place when stderr is a terminal, else a log line every
 %s. -q hides both. --sandbox-messages tells the sandbox's user, in the reservation's
@@ -123,6 +132,7 @@ func parseRun(args []string, stdout, stderr io.Writer) (*runOptions, int) {
 	o := &runOptions{conn: addConnFlags(fs), log: addLogFlags(fs), lock: addLockFlags(fs)}
 	res := addReservationFlag(fs)
 	o.shapeFlags = addShapeFlags(fs)
+	o.levelFlags = addLevelFlags(fs)
 	// No -o: flock's -o closes the lock's descriptor, a different thing.
 	fs.StringVar(&o.owner, "owner", "", "`LABEL` recorded as the lock's owner (default HOST:PID)")
 	fs.VarP(newDurationValue(&o.timeout, mutex.DefaultWaitLimit), "timeout", "w",
@@ -173,6 +183,10 @@ func parseRun(args []string, stdout, stderr io.Writer) (*runOptions, int) {
 		return fail(err)
 	}
 	o.name = strings.Join(o.shape.names, ",")
+	// The runs around this one set the levels' variables (levels.go).
+	if o.levels, err = o.levelFlags.spec(os.Getenv, o.shape.label()); err != nil {
+		return fail(err)
+	}
 	switch {
 	case o.lease > 0 && o.lease < minLease:
 		return fail(fmt.Errorf("--lease must be 0 (never expires) or at least %s, not %s", minLease, o.lease))
@@ -427,7 +441,7 @@ func commandFailureCode(err error) int {
 func runLocked(ctx context.Context, o *runOptions, log zerolog.Logger, lock holding, info heldInfo, sigc <-chan os.Signal,
 	stdin io.Reader, stdout, stderr io.Writer) int {
 	owner := info.owner
-	env := commandEnv(os.Environ(), info.env(o.reservation)...)
+	env := commandEnv(os.Environ(), append(info.env(o.reservation), o.levels.env()...)...)
 	// An interactive command stays in our process group so that it keeps the terminal;
 	// otherwise it gets its own group, so that signals reach its whole process tree
 	// (a shell script's children too) and nothing it leaves behind outlives a lost lock.

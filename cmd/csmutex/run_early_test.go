@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/csmutex/csmutex/internal/testenv"
 )
 
 // A command that cannot run fails at once (127, or 126 as a shell would), before logging on
@@ -26,7 +28,7 @@ func TestRunCommandNotFoundBeforeLock(t *testing.T) {
 	// Windows has no execute bit: both are "not found" there. (Nor does Wine remove a
 	// t.TempDir: Go's os.RemoveAll of nested directories uses a call it does not implement.)
 	if runtime.GOOS != "windows" {
-		dir := t.TempDir()
+		dir := testenv.TempDir(t)
 		notExec := filepath.Join(dir, "script")
 		if err := os.WriteFile(notExec, []byte("#!/bin/sh\nexit 0\n"), 0o644); err != nil {
 			t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/csmutex/csmutex/cloudshell"
+	"github.com/csmutex/csmutex/internal/testenv"
 	"github.com/csmutex/csmutex/mockapi"
 	"github.com/csmutex/csmutex/mutex"
 )
@@ -87,7 +88,7 @@ func (m *shapeMock) holdAs(t *testing.T, name, owner string) (release func()) {
 // envOf runs a shape and returns the CSMUTEX_* variables its command saw.
 func envOf(t *testing.T, m *shapeMock, args ...string) map[string]string {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), "env")
+	out := filepath.Join(testenv.TempDir(t), "env")
 	code, _, stderr := m.run(t, append(args, "-c", "env > "+out)...)
 	if code != 0 {
 		t.Fatalf("run %v: exit %d\n%s", args, code, stderr)
@@ -213,7 +214,7 @@ func TestRunSemaphoreOccupancy(t *testing.T) {
 	const runs, slots = 6, 2
 	body := "sleep 0.2;"
 
-	control := t.TempDir()
+	control := testenv.TempDir(t)
 	var cmds []*exec.Cmd
 	for range runs {
 		c := exec.Command("sh", "-c", intervalScript(control, "free", body))
@@ -229,7 +230,7 @@ func TestRunSemaphoreOccupancy(t *testing.T) {
 		t.Fatalf("control: without the semaphore at most %d commands overlapped; the check cannot see a violation", got)
 	}
 
-	dir := t.TempDir()
+	dir := testenv.TempDir(t)
 	var wg sync.WaitGroup
 	codes := make([]int, runs)
 	errs := make([]string, runs)
@@ -262,7 +263,7 @@ func TestRunSemaphoreOccupancy(t *testing.T) {
 func TestRunSharedAndExclusive(t *testing.T) {
 	needNanoDate(t)
 	m := newShapeMock(t)
-	dir, marks := t.TempDir(), t.TempDir()
+	dir, marks := testenv.TempDir(t), testenv.TempDir(t)
 	const readers = 3
 	barrier := fmt.Sprintf(`touch %s/$$; i=0; while [ $(ls %s | wc -l) -lt %d ]; do i=$((i+1)); [ $i -gt 2000 ] && exit 9; sleep 0.01; done; sleep 0.3;`,
 		marks, marks, readers)
@@ -320,7 +321,7 @@ func TestRunSharedAndExclusive(t *testing.T) {
 // the reader) rather than joining them.
 func TestRunExclusiveRefusedWhileShared(t *testing.T) {
 	m := newShapeMock(t)
-	in := filepath.Join(t.TempDir(), "in")
+	in := filepath.Join(testenv.TempDir(t), "in")
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -371,7 +372,7 @@ func TestRunSetAllOrNothing(t *testing.T) {
 		t.Errorf("after a set timed out the reservation holds %v", got)
 	}
 
-	out := filepath.Join(t.TempDir(), "names")
+	out := filepath.Join(testenv.TempDir(t), "names")
 	done := make(chan struct{})
 	var code2 int
 	go func() {
@@ -389,7 +390,7 @@ func TestRunSetAllOrNothing(t *testing.T) {
 // Two pool runs held at once get distinct members; a third finds the pool short (-n).
 func TestRunPoolDistinctMembers(t *testing.T) {
 	m := newShapeMock(t)
-	dir := t.TempDir()
+	dir := testenv.TempDir(t)
 	// Each writes its members, then waits (up to 20s) until both have: they hold at once.
 	script := fmt.Sprintf(`echo "$CSMUTEX_MEMBERS" > %s/$$; i=0; while [ $(ls %s | wc -l) -lt 2 ]; do i=$((i+1)); [ $i -gt 2000 ] && exit 9; sleep 0.01; done; sleep 0.3`, dir, dir)
 	var wg sync.WaitGroup
@@ -444,7 +445,7 @@ func TestRunPoolDistinctMembers(t *testing.T) {
 // 30s: the loss must end it long before.
 func TestRunShapeLost(t *testing.T) {
 	m := newShapeMock(t)
-	in := filepath.Join(t.TempDir(), "in")
+	in := filepath.Join(testenv.TempDir(t), "in")
 	done := make(chan struct{})
 	var code int
 	var stderr string

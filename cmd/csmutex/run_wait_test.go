@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/csmutex/csmutex/cloudshell"
+	"github.com/csmutex/csmutex/internal/testenv"
 	"github.com/csmutex/csmutex/mockapi"
 	"github.com/csmutex/csmutex/mutex"
 )
@@ -160,7 +161,7 @@ func TestRunSandboxMessages(t *testing.T) {
 func TestRunScrubsCredentials(t *testing.T) {
 	m := newLockedMock(t)
 	m.release()
-	out := filepath.Join(t.TempDir(), "env")
+	out := filepath.Join(testenv.TempDir(t), "env")
 	// The password from the environment, as users set it. (A token there would be used to
 	// log on, which the mock refuses: commandEnv's test below covers CLOUDSHELL_TOKEN.)
 	t.Setenv("CLOUDSHELL_PASSWORD", "admin")
@@ -196,13 +197,20 @@ func TestRunScrubsCredentials(t *testing.T) {
 	if strings.Join(got, " ") != "A=1 CLOUDSHELL_USER=u X=2" {
 		t.Errorf("commandEnv = %q", got)
 	}
+	// A run nested in another's command: what the outer run held is not passed on, and
+	// what this run sets appears once.
+	outer := []string{"A=1", "CSMUTEX_LOCK_HELD=1", "CSMUTEX_SHAPE=semaphore", "CSMUTEX_SLOT=2", "CSMUTEX_SLOTS=3", "CSMUTEX_LOCK_NAME=SW"}
+	got = commandEnv(outer, "CSMUTEX_LOCK_HELD=1", "CSMUTEX_SHAPE=exclusive", "CSMUTEX_LOCK_NAME=MUTEX")
+	if strings.Join(got, " ") != "A=1 CSMUTEX_LOCK_HELD=1 CSMUTEX_SHAPE=exclusive CSMUTEX_LOCK_NAME=MUTEX" {
+		t.Errorf("nested commandEnv = %q", got)
+	}
 }
 
 // -c runs a command line through the shell; its exit code is passed through.
 func TestRunCommandLine(t *testing.T) {
 	m := newLockedMock(t)
 	m.release()
-	out := filepath.Join(t.TempDir(), "out")
+	out := filepath.Join(testenv.TempDir(t), "out")
 	code, _, stderr := m.run(t, "-c", "echo \"$CSMUTEX_LOCK_HELD\" > "+out+"; exit 3")
 	if code != 3 {
 		t.Fatalf("exit %d, want the line's 3\n%s", code, stderr)

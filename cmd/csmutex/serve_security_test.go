@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/csmutex/csmutex/internal/syncbuf"
+	"github.com/csmutex/csmutex/internal/testenv"
 )
 
 // announceWriter collects stdout and closes listening once "listening on ADDR\n" is
@@ -237,7 +238,7 @@ func TestServeSecurityFlagErrors(t *testing.T) {
 // on restart, never printed.
 func TestServeAuthTokenFile(t *testing.T) {
 	clearEnv(t)
-	dir := t.TempDir()
+	dir := testenv.TempDir(t)
 	path := filepath.Join(dir, "csmutex.token")
 	r, code, stderr := tryServe(t, "--listen", "127.0.0.1:0", "--auth-token-file", path, "-v")
 	if r == nil {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/csmutex/csmutex/internal/syncbuf"
+	"github.com/csmutex/csmutex/internal/testenv"
 	"github.com/csmutex/csmutex/mockapi"
 )
 
@@ -147,7 +148,7 @@ func TestServeRefusesNonLoopback(t *testing.T) {
 
 func TestServeUnixSocket0600(t *testing.T) {
 	clearEnv(t)
-	path := filepath.Join(t.TempDir(), "csmutex.sock")
+	path := filepath.Join(testenv.TempDir(t), "csmutex.sock")
 	r := startServe(t, "--listen", "unix:"+path)
 	if r.addr != "unix:"+path {
 		t.Fatalf("address %q", r.addr)

@@ -273,8 +273,13 @@ func busyText(err error) string {
 	if !errors.As(err, &be) {
 		return ""
 	}
-	if len(be.Holders) == 0 {
+	owners := be.Owners()
+	if len(owners) == 0 {
 		return "busy"
 	}
-	return "held by " + strings.Join(be.Holders, ", ")
+	who := make([]string, len(owners))
+	for i, o := range owners {
+		who[i] = holderText(o)
+	}
+	return "held by " + strings.Join(who, ", ")
 }

@@ -2,10 +2,13 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/csmutex/csmutex/locks"
 )
 
 // Shape flags parse into the shape they name; the default stays the exclusive lock.
@@ -94,5 +97,20 @@ func TestRunHelpShapes(t *testing.T) {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("run --help lacks %q", want)
 		}
+	}
+}
+
+// A shape that was busy names its holders as the exclusive lock does (mutex's reading of the
+// owner record), not as raw records.
+func TestBusyTextNamesHolders(t *testing.T) {
+	err := fmt.Errorf("taking it: %w", &locks.BusyError{Shape: "semaphore", Name: "SW", Holders: []string{
+		"csmutex/1 owner=build%20x host=h1 pid=42 token=abc123", "Thread-7"}})
+	got := busyText(err)
+	want := `held by build x (token abc123), legacy holder "Thread-7"`
+	if got != want {
+		t.Errorf("busyText = %q, want %q", got, want)
+	}
+	if busyText(&locks.BusyError{Shape: "pool", Name: "P"}) != "busy" || busyText(io.EOF) != "" {
+		t.Error("busyText without holders, or of another error")
 	}
 }

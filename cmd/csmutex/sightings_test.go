@@ -12,13 +12,14 @@ import (
 	"time"
 
 	"github.com/csmutex/csmutex/cloudshell"
+	"github.com/csmutex/csmutex/internal/testenv"
 	"github.com/csmutex/csmutex/mutex"
 )
 
 // useCacheDir points the sightings file at a fresh directory for the test.
 func useCacheDir(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
+	dir := testenv.TempDir(t)
 	old := cacheDir
 	cacheDir = func() (string, error) { return dir, nil }
 	t.Cleanup(func() { cacheDir = old })

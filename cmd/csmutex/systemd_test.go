@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/csmutex/csmutex/internal/testenv"
 )
 
 const systemdUnit = "../../contrib/systemd/csmutex-sidecar.service"
@@ -176,7 +178,7 @@ func TestSystemdUnit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmp := filepath.Join(t.TempDir(), filepath.Base(systemdUnit))
+	tmp := filepath.Join(testenv.TempDir(t), filepath.Base(systemdUnit))
 	if err := os.WriteFile(tmp, []byte(strings.Replace(string(unit), "ExecStart="+argv[0]+" ", "ExecStart="+exe+" ", 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}

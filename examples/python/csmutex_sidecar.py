@@ -64,6 +64,7 @@ __all__ = [
     "LockLost",
     "SidecarMutex",
     "DEFAULT_READERS",
+    "MAX_PRIORITY",
     "semaphore",
     "shared",
     "exclusive",
@@ -91,6 +92,9 @@ MAX_NAME_LENGTH = 100
 #: How many readers a shared/exclusive lock admits at once unless ``readers`` says
 #: otherwise (csmutex's default). Every party using the lock must use the same number.
 DEFAULT_READERS = 16
+
+#: The highest waiting-room priority (``priority``); 0, the default, is the lowest.
+MAX_PRIORITY = 9
 
 #: The lock shapes the sidecar offers (``shape`` of SidecarMutex).
 SHAPES = ("exclusive", "semaphore", "shared", "set", "pool")
@@ -349,6 +353,18 @@ def _check_poll_interval(value):
     if lo == hi:
         return _go_seconds(lo)
     return "%s-%s" % (_go_seconds(lo), _go_seconds(hi))
+
+
+def _check_priority(value):
+    """A waiting-room priority: None (not sent: csmutex's default, 0) or an int from 0 to
+    MAX_PRIORITY. Anything else is a ValueError here, before anything is sent or started:
+    True is not 1, and 2.5 or "3" are not guessed at, for a priority decides who goes first."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= MAX_PRIORITY:
+        raise ValueError("priority must be an integer from 0 to %d (higher goes first), not %r"
+                         % (MAX_PRIORITY, value))
+    return int(value)
 
 
 def _native(text):
@@ -958,7 +974,7 @@ def _value_range(value):
 
 
 def _state_call(path, reservation_id, key, fields, name, timeout, address, owner, cloudshell, lease,
-                auth_token_file):
+                auth_token_file, priority):
     reservation_id = _check_reservation_id(reservation_id)
     name = _check_name(name)
     timeout = _seconds(timeout, "timeout")
@@ -973,6 +989,9 @@ def _state_call(path, reservation_id, key, fields, name, timeout, address, owner
                 owner=_check_owner(owner) if owner else _default_owner(), timeout=timeout)
     if lease is not None:
         body["lease"] = _seconds(lease, "lease")
+    priority = _check_priority(priority)
+    if priority is not None:
+        body["priority"] = priority
     if cloudshell:
         body["cloudshell"] = dict(cloudshell)
     secrets = [v for v in ((cloudshell or {}).get("password"), (cloudshell or {}).get("token"))
@@ -1002,26 +1021,27 @@ def _state_call(path, reservation_id, key, fields, name, timeout, address, owner
 
 
 def state_add(reservation_id, key, delta, name=DEFAULT_NAME, timeout=300, address=None, owner=None,
-              cloudshell=None, lease=None, auth_token_file=None):
+              cloudshell=None, lease=None, auth_token_file=None, priority=None):
     """Add ``delta`` to the counter ``key`` of the reservation's sandbox data (absent: 0)
     under the lock ``name``, in one call, and return its new value. No increment is lost or
     counted twice among callers that use the lock. Raises LockNotObtained if the lock did
     not come within ``timeout`` seconds, SidecarError (kind "conflict") if the value changed
-    under the lock (nothing was written), or SidecarError for anything else."""
+    under the lock (nothing was written), or SidecarError for anything else. ``priority``
+    is the wait's, as for SidecarMutex."""
     if isinstance(delta, bool) or not isinstance(delta, numbers.Integral):
         raise TypeError("delta must be an integer, not %s" % type(delta).__name__)
     return _state_call("/v1/state/add", reservation_id, key, {"delta": int(delta)}, name, timeout, address,
-                       owner, cloudshell, lease, auth_token_file)
+                       owner, cloudshell, lease, auth_token_file, priority)
 
 
 def state_allocate(reservation_id, key, value_range, name=DEFAULT_NAME, timeout=300, address=None, owner=None,
-                   cloudshell=None, lease=None, auth_token_file=None):
+                   cloudshell=None, lease=None, auth_token_file=None, priority=None):
     """Allocate the lowest value of ``value_range`` ((lo, hi) or "lo-hi", inclusive) not yet
     allocated under ``key`` (unique VLAN ids, say), under the lock ``name``, and return it.
     Every call for a key must give the same range. SidecarError with kind "exhausted" when
     every value is taken; otherwise as ``state_add``."""
     return _state_call("/v1/state/allocate", reservation_id, key, {"range": _value_range(value_range)}, name,
-                       timeout, address, owner, cloudshell, lease, auth_token_file)
+                       timeout, address, owner, cloudshell, lease, auth_token_file, priority)
 
 
 def _answer_error(status, raw, elapsed, secrets, name, reservation_id, timeout):
@@ -1094,6 +1114,10 @@ class SidecarMutex(object):
             at most once a minute; a number of seconds or a duration string ("30s"): at
             most that often (5 s to 24 h); None or False (default): no messages. For
             the exclusive shape only.
+        priority: place in the waiting room of every lock this waits on, 0 (the
+            default) to MAX_PRIORITY: a waiter of priority p goes in as if it had come 16*p
+            waiters earlier, never ahead of the one next in line (so low priorities still
+            get their turn). For every shape. ValueError unless an int in that range.
         shape: "exclusive" (default: the plain lock ``name``), "semaphore" (with
             ``slots``), "shared" (with ``readers``), "set" (with ``names``, optional
             ``levels`` and ``inside``) or "pool" (with ``members`` and ``count``); the
@@ -1113,7 +1137,7 @@ class SidecarMutex(object):
     def __init__(self, reservation_id, name=DEFAULT_NAME, timeout=300, address=None, owner=None,
                  cloudshell=None, lease=None, heartbeat_timeout=30.0, interrupt=False, auth_token_file=None,
                  sandbox_messages=None, shape=None, slots=None, readers=None, names=None, members=None, count=None,
-                 levels=None, inside=None):
+                 levels=None, inside=None, priority=None):
         self.reservation_id = _check_reservation_id(reservation_id)
         self._shape_fields, self.name = _check_shape(shape, name, slots, readers, names, members, count, levels,
                                                      inside)
@@ -1135,6 +1159,7 @@ class SidecarMutex(object):
             raise ValueError("heartbeat_timeout must be positive")
         self.interrupt = bool(interrupt)
         self.sandbox_messages = _check_sandbox_messages(sandbox_messages)
+        self.priority = _check_priority(priority)
         self.auth_token_file = auth_token_file or os.environ.get("CSMUTEX_SIDECAR_TOKEN_FILE") or None
         self.token = None
         self.waited = None
@@ -1149,7 +1174,7 @@ class SidecarMutex(object):
     @classmethod
     def from_context(cls, context, name=DEFAULT_NAME, timeout=300, address=None, owner=None, lease=None,
                      heartbeat_timeout=30.0, interrupt=False, port=None, scheme=None, auth_token_file=None,
-                     sandbox_messages=None, **shape):
+                     sandbox_messages=None, priority=None, **shape):
         """The lock of the reservation a CloudShell driver command runs in.
 
         Reads ``context.connectivity.server_address`` and ``.admin_auth_token`` (and
@@ -1164,7 +1189,7 @@ class SidecarMutex(object):
         return cls(s.reservation_id, name=name, timeout=timeout, address=address, owner=owner or s.owner(),
                    cloudshell=s.cloudshell(), lease=lease, heartbeat_timeout=heartbeat_timeout,
                    interrupt=interrupt, auth_token_file=auth_token_file, sandbox_messages=sandbox_messages,
-                   **shape)
+                   priority=priority, **shape)
 
     def __repr__(self):
         # Never the cloudshell dict: it may hold a password or token.
@@ -1223,6 +1248,8 @@ class SidecarMutex(object):
             body["lease"] = self.lease
         if self.sandbox_messages is not None:
             body["sandbox_messages"] = self.sandbox_messages
+        if self.priority is not None:
+            body["priority"] = self.priority
         if self._cloudshell:
             body["cloudshell"] = self._cloudshell
         payload = json.dumps(body).encode("utf-8")
@@ -1407,7 +1434,8 @@ def _run_options(kwargs, context_settings=None):
          "timeout": kwargs.pop("timeout", 300), "env": kwargs.pop("env", None),
          "csmutex_args": kwargs.pop("csmutex_args", ()), "interrupt": kwargs.pop("interrupt", False),
          "sandbox_messages": _check_sandbox_messages(kwargs.pop("sandbox_messages", None)),
-         "poll_interval": _check_poll_interval(kwargs.pop("poll_interval", None))}
+         "poll_interval": _check_poll_interval(kwargs.pop("poll_interval", None)),
+         "priority": _check_priority(kwargs.pop("priority", None))}
     o["name"] = _check_name(o["name"])
     o["timeout"] = _seconds(o["timeout"], "timeout")
     if o["timeout"] < 0:
@@ -1435,6 +1463,8 @@ def _run_argv(reservation_id, o, json_logs):
         argv.append(_sandbox_messages_flag(o["sandbox_messages"]))
     if o["poll_interval"] is not None:
         argv.append("--poll-interval=" + o["poll_interval"])
+    if o["priority"] is not None:
+        argv.append("--priority=%d" % o["priority"])
     if json_logs:
         argv.append("--log-format=json")  # structured, so failures can be reported cleanly
     return [_native(a) for a in argv + list(o["csmutex_args"]) + ["--"]]
@@ -1507,8 +1537,9 @@ def run_locked(reservation_id, func, *args, **kwargs):
     ``csmutex_args`` (extra ``csmutex run`` flags such as ``["--lease", "90s"]``),
     ``interrupt`` (on loss, raise KeyboardInterrupt in this thread at once),
     ``sandbox_messages`` (as for SidecarMutex: ``csmutex run --sandbox-messages[=EVERY]``)
-    and ``poll_interval`` (how often csmutex tries while the lock is held: seconds, a
-    ``(min, max)`` pair of them, or a string such as ``"2s-5s"``; ``--poll-interval``).
+    ``poll_interval`` (how often csmutex tries while the lock is held: seconds, a
+    ``(min, max)`` pair of them, or a string such as ``"2s-5s"``; ``--poll-interval``)
+    and ``priority`` (as for SidecarMutex: ``--priority``).
 
     csmutex starts a tiny child process once it holds the lock; the child says READY, then
     waits on its stdin. ``func`` runs here, in this process; then the child's stdin is
@@ -1686,8 +1717,8 @@ def run_command(reservation_id, argv, **kwargs):
 
     The code is the command's own, or csmutex's: 75 lock not obtained, 70 lock lost (the
     command was terminated), 64-77 usage/CloudShell errors (see ``csmutex --help``).
-    Keywords csmutex, name, timeout, env, csmutex_args, sandbox_messages and poll_interval
-    are as for run_locked; the rest go to subprocess.call (stdin, stdout, stderr, cwd...).
+    Keywords csmutex, name, timeout, env, csmutex_args, sandbox_messages, poll_interval and
+    priority are as for run_locked; the rest go to subprocess.call (stdin, stdout, stderr, cwd...).
     sandbox_messages and poll_interval need a csmutex with ``--sandbox-messages`` and
     ``--poll-interval`` (an older one exits 64, usage).
     """

@@ -20,6 +20,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/csmutex/csmutex/internal/testenv"
 )
 
 // supported are the Python versions the helper promises to work with (setup.py's
@@ -61,7 +63,7 @@ func TestPythonHelper(t *testing.T) {
 	trackSources(t)
 
 	// Build the binaries (and the wheel) once here, so the Python runs share them.
-	bin := t.TempDir()
+	bin := testenv.TempDir(t)
 	for _, name := range []string{"csmutex", "mockapi"} {
 		build := exec.Command("go", "build", "-o", filepath.Join(bin, name), "../../cmd/"+name)
 		if out, err := build.CombinedOutput(); err != nil {

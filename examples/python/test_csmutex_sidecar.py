@@ -29,9 +29,10 @@ import time
 import unittest
 
 try:
+    from urllib.error import HTTPError
     from urllib.request import Request, urlopen
 except ImportError:  # Python 2
-    from urllib2 import Request, urlopen
+    from urllib2 import HTTPError, Request, urlopen
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -396,6 +397,45 @@ class ArgumentTest(unittest.TestCase):
             run_command("res-1", ["true"], csmutex=missing, poll_interval=(5, 2))
         with self.assertRaises(ValueError):
             run_locked("res-1", lambda: None, csmutex=missing, sandbox_messages=-5)
+
+    def test_priority_is_checked_before_anything_is_sent(self):
+        self.assertIsNone(SidecarMutex("r").priority)  # not sent: the sidecar's default, 0
+        for good in (0, 4, csmutex_sidecar.MAX_PRIORITY):
+            self.assertEqual(SidecarMutex("r", priority=good).priority, good)
+        self.assertEqual(semaphore("r", "S", 2, priority=9).priority, 9)
+        self.assertEqual(lock_set("r", ["A", "B"], priority=3).priority, 3)
+        ctx = make_context("tok-123456", reservation_id="res-9", host="127.0.0.1", port=1)
+        self.assertEqual(SidecarMutex.from_context(ctx, priority=7).priority, 7)
+        self.assertEqual(SidecarMutex.from_context(ctx, shape="pool", members=["A"], priority=2).priority, 2)
+
+        def argv(**kw):
+            o = csmutex_sidecar._run_options(dict(kw))
+            return [a.decode("utf-8") if isinstance(a, bytes) else a
+                    for a in csmutex_sidecar._run_argv("res-1", o, json_logs=False)]
+
+        self.assertEqual([a for a in argv() if "priority" in a], [])
+        self.assertIn("--priority=9", argv(priority=9))
+        self.assertIn("--priority=0", argv(priority=0))
+        self.assertEqual(argv(priority=5)[-1], "--")
+
+        missing = os.path.join(HERE, "no-such-csmutex")
+        # Nothing listens at port 1: a value that got through would fail differently.
+        nowhere = "127.0.0.1:1"
+        for bad in (-1, 10, True, False, 2.5, "3", [1]):
+            calls = [
+                lambda: SidecarMutex("r", priority=bad),
+                lambda: semaphore("r", "S", 2, priority=bad),
+                lambda: pool("r", ["A", "B"], priority=bad),
+                lambda: SidecarMutex.from_context(ctx, priority=bad),
+                lambda: csmutex_sidecar.state_add("r", "k", 1, address=nowhere, priority=bad),
+                lambda: csmutex_sidecar.state_allocate("r", "k", (1, 2), address=nowhere, priority=bad),
+                lambda: run_command("res-1", ["true"], csmutex=missing, priority=bad),
+                lambda: run_locked("res-1", lambda: None, csmutex=missing, priority=bad),
+            ]
+            for i, call in enumerate(calls):
+                with self.assertRaises(ValueError, msg="call %d, priority %r" % (i, bad)) as cm:
+                    call()
+                self.assertIn("priority must be an integer from 0 to 9", str(cm.exception))
 
     def test_from_context_reads_the_context(self):
         m = SidecarMutex.from_context(make_context("tok-123456", reservation_id="res-9", domain="Lab"),
@@ -836,6 +876,74 @@ class ShapesTest(unittest.TestCase):
                 csmutex_sidecar.state_add(_reservation, key, 1, name="PY-STATE", address=self.sidecar.address,
                                           timeout=0.5)
             self.assertEqual(cm.exception.holder, "holder")
+
+
+class PriorityTest(unittest.TestCase):
+    """Priorities through a real sidecar: a priority-9 waiter that comes last goes ahead of
+    the priority-0 waiters before it, though not of the one next in line."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.sidecar = Sidecar()
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.sidecar.stop()
+        logs = cls.sidecar.logs()
+        assert code == 0, "csmutex serve exited %d: %s" % (code, logs)
+
+    def waiting(self, owner):
+        """owner has tried at least twice: it found the lock held, so it is in the room."""
+        return any(w["owner"] == owner and w.get("tries", 0) >= 2 for w in self.sidecar.locks()["waiting"])
+
+    def test_urgent_waiter_goes_first(self):
+        name = _unique("PY-PRIO")
+        order, errors = [], []
+
+        def wait(owner, priority):
+            try:
+                with SidecarMutex(_reservation, name=name, owner=owner, timeout=60, priority=priority,
+                                  address=self.sidecar.address):
+                    order.append(owner)
+                    time.sleep(0.05)
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+
+        holder = SidecarMutex(_reservation, name=name, owner="holder", timeout=0, address=self.sidecar.address)
+        holder.acquire()
+        threads = []
+        try:
+            for owner, priority in (("next", 0), ("low-1", 0), ("low-2", None), ("urgent", 9)):
+                t = threading.Thread(target=wait, args=(owner, priority))
+                t.start()
+                threads.append(t)
+                # Generous: the waiter polls every few milliseconds (CSMUTEX_TEST_JITTER).
+                _wait_until(lambda: self.waiting(owner), timeout=20, what=owner + " to queue")
+        finally:
+            holder.release()
+            for t in threads:
+                t.join(60)
+        self.assertEqual(errors, [])
+        self.assertEqual(order, ["next", "urgent", "low-1", "low-2"])
+
+    def test_priority_reaches_every_shape_and_state(self):
+        kw = dict(address=self.sidecar.address, timeout=0, priority=9)
+        with semaphore(_reservation, _unique("PY-PS"), 2, **kw) as s:
+            self.assertEqual(s.slot, 1)
+        with lock_set(_reservation, [_unique("PY-PA"), _unique("PY-PB")], **kw) as s:
+            self.assertEqual(len(s.names), 2)
+        key = _unique("prio").replace("-", "_")
+        self.assertEqual(csmutex_sidecar.state_add(_reservation, key, 2, address=self.sidecar.address, timeout=30,
+                                                   priority=9), 2)
+        # The sidecar checks it too, and names the field: a client that skips the check.
+        body = {"reservation_id": _reservation, "priority": 10, "mode": "token"}
+        try:
+            _http(self.sidecar.address, "/v1/acquire", body)
+            self.fail("priority 10 accepted")
+        except HTTPError as e:
+            answer = json.loads(e.read().decode("utf-8"))
+            self.assertEqual((e.code, answer.get("field")), (400, "priority"), answer)
+            self.assertIn("between 0 and 9", answer["error"])
 
 
 class FromContextTest(unittest.TestCase):

@@ -7,13 +7,14 @@ import (
 	"html"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/csmutex/csmutex/internal/testenv"
 )
 
 // chromiumPath is the Debian package's browser (apt-get install chromium).
@@ -49,7 +50,9 @@ func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter 
 // and held the lock. A JSON POST needs a CORS preflight, which the sidecar never grants.
 // Skipped where Chromium is not installed (CI).
 func TestBrowserCrossOriginCannotAcquire(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
+	// LookPath, not Stat: a Windows test binary (under Wine) sees the Linux browser's file
+	// but cannot run it.
+	if _, err := exec.LookPath(chromiumPath); err != nil {
 		t.Skipf("needs a headless browser: %s not found (apt-get install chromium)", chromiumPath)
 	}
 	e := newEnv(t)
@@ -86,7 +89,7 @@ func TestBrowserCrossOriginCannotAcquire(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, chromiumPath, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
 		"--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--disable-extensions", "--user-data-dir="+t.TempDir(), "--virtual-time-budget=10000", "--dump-dom", page.URL+"/")
+		"--disable-extensions", "--user-data-dir="+testenv.TempDir(t), "--virtual-time-budget=10000", "--dump-dom", page.URL+"/")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	start := time.Now()

@@ -34,10 +34,11 @@ type cohortEntry struct {
 
 // cohortKey names what members of one cohort must agree on. The owner label and the wait
 // limit are per request and not part of it: the record carries the first member's label, and
-// each member's wait is bounded by its own context.
+// each member's wait is bounded by its own context. The priority is: the cohort waits in the
+// room as one waiter, and a member must not wait at another's priority.
 func cohortKey(p acquireParams) string {
 	return strings.Join([]string{p.creds.key(), p.resID, p.name, p.lease.String(),
-		strconv.FormatInt(int64(p.messages/time.Millisecond), 10)}, "\x00")
+		strconv.FormatInt(int64(p.messages/time.Millisecond), 10), strconv.Itoa(p.priority)}, "\x00")
 }
 
 // mutex returns the cohort Mutex for p, made by build on first use, and the function to
@@ -64,15 +65,18 @@ func (c *cohorts) mutex(p acquireParams, build func() *mutex.Mutex) (*mutex.Mute
 	}
 }
 
-// newCohortMutex makes the Mutex a cohort shares: the first member's owner label, lease and
-// sandbox messages (members agree on the last two, cohortKey), and no wait limit or
-// observer of its own (each member waits under its own context).
+// newCohortMutex makes the Mutex a cohort shares: the first member's owner label, lease,
+// sandbox messages and priority (members agree on the last three, cohortKey), and no wait
+// limit or observer of its own (each member waits under its own context).
 func (s *Server) newCohortMutex(api mutex.API, p acquireParams) *mutex.Mutex {
 	opts := append([]mutex.Option{mutex.WithLogger(s.log)}, s.mutexOpts...)
 	opts = append(opts, mutex.WithName(p.name), mutex.WithOwner(p.owner), mutex.WithLease(p.lease),
 		mutex.WithWaitLimit(0), mutex.WithCohort(s.cohorts.bound))
 	if p.messages > 0 {
 		opts = append(opts, mutex.WithSandboxMessages(p.messages))
+	}
+	if p.priority != noPriority {
+		opts = append(opts, mutex.WithPriority(p.priority))
 	}
 	return mutex.New(api, p.resID, opts...)
 }

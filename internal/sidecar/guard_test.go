@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/csmutex/csmutex/internal/testenv"
 )
 
 // rawReq describes one request for send.
@@ -185,6 +187,7 @@ func TestGuardHostRules(t *testing.T) {
 
 // A unix socket cannot be reached by a browser: any Host is fine there.
 func TestGuardHostIgnoredOnUnixSocket(t *testing.T) {
+	testenv.SkipWithoutUnixSockets(t)
 	e := newEnv(t)
 	c := serveUnix(t, e)
 	r := sendTo(t, c, "http://sidecar", rawReq{method: "POST", path: "/v1/acquire", body: e.acquireBody("unix"), host: "anything.example"})
@@ -329,7 +332,7 @@ func TestGuardBearerToken(t *testing.T) {
 }
 
 func TestAuthTokenFile(t *testing.T) {
-	dir := t.TempDir()
+	dir := testenv.TempDir(t)
 	path := filepath.Join(dir, "token")
 	tok, created, err := LoadOrCreateTokenFile(path)
 	if err != nil || !created || len(tok) != 64 {

@@ -242,7 +242,10 @@ type acquireRequest struct {
 	Lease         json.RawMessage `json:"lease"`
 	// SandboxMessages: false/true or an interval (parseSandboxMessages, limits.go).
 	SandboxMessages json.RawMessage `json:"sandbox_messages"`
-	CloudShell      *cloudshellJSON `json:"cloudshell"`
+	// Priority: the place in each lock's waiting room, 0 to mutex.MaxPriority
+	// (parsePriority, limits.go).
+	Priority   json.RawMessage `json:"priority"`
+	CloudShell *cloudshellJSON `json:"cloudshell"`
 	// The shape and its parameters (shape.go).
 	shapeRequest
 }
@@ -254,6 +257,7 @@ type acquireParams struct {
 	resID, name, owner, mode string
 	timeout, ttl, lease      time.Duration
 	messages                 time.Duration // sandbox message interval; 0: none
+	priority                 int           // waiting-room priority (mutex.WithPriority); noPriority: none named
 	creds                    Credentials
 	shape                    shapeParams
 }
@@ -324,6 +328,9 @@ func (s *Server) parseAcquire(w http.ResponseWriter, r *http.Request) (acquirePa
 		return p, err
 	}
 	if p.messages, err = parseSandboxMessages(req.SandboxMessages); err != nil {
+		return p, err
+	}
+	if p.priority, err = parsePriority(req.Priority); err != nil {
 		return p, err
 	}
 	if p.messages > 0 && shape.kind != ShapeExclusive {
@@ -500,14 +507,17 @@ func (s *Server) lock(ctx context.Context, p acquireParams) (heldLock, func(), e
 }
 
 // newMutex is the one place a request's mutex is made: the request's name, owner, lease,
-// wait limit and sandbox messages over the server's options, and an observer that keeps
-// w's view of the holder current for GET /v1/locks.
+// wait limit, sandbox messages and priority over the server's options, and an observer that
+// keeps w's view of the holder current for GET /v1/locks.
 func (s *Server) newMutex(api mutex.API, p acquireParams, w *waiting) *mutex.Mutex {
 	opts := append([]mutex.Option{mutex.WithLogger(s.log)}, s.mutexOpts...)
 	opts = append(opts, mutex.WithName(p.name), mutex.WithOwner(p.owner), mutex.WithLease(p.lease),
 		mutex.WithWaitLimit(p.timeout), mutex.WithObserver(func(ev mutex.WaitEvent) { s.reg.observe(w, ev) }))
 	if p.messages > 0 {
 		opts = append(opts, mutex.WithSandboxMessages(p.messages))
+	}
+	if p.priority != noPriority {
+		opts = append(opts, mutex.WithPriority(p.priority))
 	}
 	return mutex.New(api, p.resID, opts...)
 }
@@ -540,8 +550,8 @@ func (s *Server) classify(err error, r *http.Request) (int, errorBody, string) {
 	case errors.As(err, &be):
 		// A shape's single attempt found it full or contended.
 		body := errorBody{Error: err.Error(), Kind: "locked", Holders: be.Holders, Tries: 1}
-		if len(be.Holders) > 0 {
-			body.holderFields = holderOfRecord(be.Holders[0])
+		if owners := be.Owners(); len(owners) > 0 {
+			body.holderFields = busyHolder(owners[0])
 		}
 		return http.StatusConflict, body, resultTimeout
 	case isRequestError(err):

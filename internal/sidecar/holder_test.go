@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -132,5 +133,39 @@ func TestLocksShowHolders(t *testing.T) {
 			t.Fatalf("release: %d %v", code, out)
 		}
 		<-waiterDone
+	})
+}
+
+// A shape's single try names the first record in its way as the exclusive lock names its
+// holder, read by mutex's parser: a csmutex holder by its fields, a legacy one by its record
+// verbatim (as "holders" lists it), without host, pid or token.
+func TestShapeBusyNamesTheHolder(t *testing.T) {
+	virtualSidecar(t, func(t *testing.T, v *vEnv) {
+		host, _ := os.Hostname()
+		v.mustAcquire("driver-x", map[string]any{"shape": "semaphore", "name": "SW", "slots": 1})
+		code, out := v.acquire("driver-y", map[string]any{"shape": "semaphore", "name": "SW", "slots": 1, "timeout": 0})
+		if code != http.StatusConflict || out["kind"] != "locked" || out["holder"] != "driver-x" || out["holder_host"] != host ||
+			num(t, out, "holder_pid") != float64(os.Getpid()) {
+			t.Fatalf("full semaphore: %d %v", code, out)
+		}
+		holders := strs(out["holders"])
+		if tok, _ := out["holder_token"].(string); len(tok) < 8 || len(holders) != 1 || !strings.Contains(holders[0], "token="+tok) {
+			t.Errorf("holder_token %v is not the token of the record in holders %v", out["holder_token"], holders)
+		}
+
+		cl := v.env.Client("snippet")
+		if err := cl.AddServiceToReservation(context.Background(), v.env.ReservationID, mutex.DefaultServiceModel, "POOL-A",
+			[]cloudshell.AttributeNameValue{{Name: mutex.OwnerAttribute, Value: "Thread-7"}}); err != nil {
+			t.Fatal(err)
+		}
+		code, out = v.acquire("driver-y", map[string]any{"shape": "pool", "members": []string{"POOL-A"}, "timeout": 0})
+		if code != http.StatusConflict || out["holder"] != "Thread-7" || !slices.Equal(strs(out["holders"]), []string{"Thread-7"}) {
+			t.Fatalf("legacy pool member: %d %v", code, out)
+		}
+		for _, k := range []string{"holder_host", "holder_pid", "holder_token"} {
+			if _, ok := out[k]; ok {
+				t.Errorf("%s present for a legacy holder: %v", k, out)
+			}
+		}
 	})
 }

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/csmutex/csmutex/mutex"
 )
 
 // Accepted ranges of the durations a request (or the serve command) names.
@@ -76,6 +78,35 @@ func parseSandboxMessages(raw json.RawMessage) (time.Duration, error) {
 		return 0, fieldErrorf(field, `%s must be true, false or an interval such as "30s" (a number is seconds)`, field)
 	}
 	return d, nil
+}
+
+// noPriority is the priority of a request that names none: the server's mutex options
+// (serve --priority) decide, else mutex's default, 0.
+const noPriority = -1
+
+// parsePriority reads a request's "priority": absent or null is noPriority; otherwise an
+// integer from 0 to mutex.MaxPriority, written as a JSON number (a string, a fraction or
+// true is refused rather than guessed at: a priority decides who goes first).
+func parsePriority(raw json.RawMessage) (int, error) {
+	const field = "priority"
+	s := strings.TrimSpace(string(raw))
+	if s == "" || s == "null" {
+		return noPriority, nil
+	}
+	bad := func() error {
+		if len(s) > 40 {
+			s = s[:40] + "..."
+		}
+		return fieldErrorf(field, "priority %s is not allowed: it must be an integer between 0 and %d (higher goes first)", s, mutex.MaxPriority)
+	}
+	if s[0] != '-' && (s[0] < '0' || s[0] > '9') {
+		return 0, bad()
+	}
+	p, err := strconv.Atoi(s)
+	if err != nil || p < 0 || p > mutex.MaxPriority {
+		return 0, bad()
+	}
+	return p, nil
 }
 
 func rangeError(field string, raw json.RawMessage, lo, hi time.Duration, note string) error {

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/csmutex/csmutex/locks"
@@ -321,14 +319,18 @@ func quoteList(vs []string) string {
 var errNotASet = fieldErrorf("inside", "inside must be the token of a set that this sidecar holds for you (acquired with levels)")
 
 // shapeOptions are the options of a request's shape: the server's mutex options, then the
-// request's owner, lease and sandbox messages, its timeout as the shape's wait limit, and an
-// observer that keeps w's view of the holder current for GET /v1/locks.
+// request's owner, lease, sandbox messages and priority (every lock the shape waits on queues
+// with it), its timeout as the shape's wait limit, and an observer that keeps w's view of
+// the holder current for GET /v1/locks.
 func (s *Server) shapeOptions(p acquireParams, w *waiting) []locks.Option {
 	mopts := append([]mutex.Option{mutex.WithLogger(s.log)}, s.mutexOpts...)
 	mopts = append(mopts, mutex.WithOwner(p.owner), mutex.WithLease(p.lease),
 		mutex.WithObserver(func(ev mutex.WaitEvent) { s.reg.observe(w, ev) }))
 	if p.messages > 0 {
 		mopts = append(mopts, mutex.WithSandboxMessages(p.messages))
+	}
+	if p.priority != noPriority {
+		mopts = append(mopts, mutex.WithPriority(p.priority))
 	}
 	opts := []locks.Option{locks.MutexOptions(mopts...), locks.WithWaitLimit(p.timeout)}
 	return append(opts, s.locksOpts...)
@@ -400,32 +402,12 @@ func isRequestError(err error) bool {
 	return errors.As(err, &ce) || errors.As(err, &le) || errors.As(err, &ne) || errors.As(err, &fe)
 }
 
-// holderOfRecord reads the holder fields of an owner record as a shape's BusyError gives it
-// (verbatim: "csmutex/1 owner=... host=... pid=... token=..."), so that a 409 names the
-// first holder as it does for the exclusive lock. Anything else is a legacy holder, named
-// by its record.
-func holderOfRecord(raw string) holderFields {
-	rest, ok := strings.CutPrefix(raw, "csmutex/1 ")
-	if !ok {
-		return holderFields{Holder: raw}
+// busyHolder names the first holder of a shape's single attempt (a BusyError's owners, as
+// mutex reads them), so that a 409 names it as it does for the exclusive lock: a legacy
+// holder by its record, verbatim, as "holders" lists it.
+func busyHolder(o mutex.Owner) holderFields {
+	if o.Legacy {
+		return holderFields{Holder: o.Raw}
 	}
-	var h holderFields
-	for _, f := range strings.Fields(rest) {
-		k, v, _ := strings.Cut(f, "=")
-		v, err := url.QueryUnescape(v)
-		if err != nil {
-			return holderFields{Holder: raw}
-		}
-		switch k {
-		case "owner":
-			h.Holder = v
-		case "host":
-			h.HolderHost = v
-		case "pid":
-			h.HolderPID, _ = strconv.Atoi(v)
-		case "token":
-			h.HolderToken = v
-		}
-	}
-	return h
+	return holderFields{Holder: o.Name, HolderHost: o.Host, HolderPID: o.PID, HolderToken: o.Token}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/csmutex/csmutex/cloudshell"
 	"github.com/csmutex/csmutex/internal/syncbuf"
+	"github.com/csmutex/csmutex/internal/testenv"
 	"github.com/csmutex/csmutex/mockapi"
 	"github.com/csmutex/csmutex/mutex"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -714,7 +715,8 @@ func TestServeCheckLoopback(t *testing.T) {
 }
 
 func TestServeUnixSocket(t *testing.T) {
-	dir := t.TempDir()
+	testenv.SkipWithoutUnixSockets(t)
+	dir := testenv.TempDir(t)
 	path := filepath.Join(dir, "csmutex.sock")
 	ln, err := Listen("unix:"+path, false)
 	if err != nil {
@@ -776,7 +778,7 @@ func TestServeUnixSocket(t *testing.T) {
 // serveUnix serves e on a fresh unix socket and returns a client for it.
 func serveUnix(t *testing.T, e *testEnv) *http.Client {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "s.sock")
+	path := filepath.Join(testenv.TempDir(t), "s.sock")
 	ln, err := Listen("unix:"+path, false)
 	if err != nil {
 		t.Fatal(err)
@@ -788,6 +790,7 @@ func serveUnix(t *testing.T, e *testEnv) *http.Client {
 }
 
 func TestServeOverUnixSocket(t *testing.T) {
+	testenv.SkipWithoutUnixSockets(t)
 	e := newEnv(t)
 	c := serveUnix(t, e)
 	raw, _ := json.Marshal(map[string]any{"reservation_id": e.resID, "mode": "token"})

@@ -30,7 +30,9 @@ type stateCommon struct {
 	Key           string          `json:"key"`
 	Timeout       json.RawMessage `json:"timeout"`
 	Lease         json.RawMessage `json:"lease"`
-	CloudShell    *cloudshellJSON `json:"cloudshell"`
+	// Priority: as an acquire request's (parsePriority, limits.go).
+	Priority   json.RawMessage `json:"priority"`
+	CloudShell *cloudshellJSON `json:"cloudshell"`
 }
 
 // stateAddRequest is the body of POST /v1/state/add.
@@ -95,6 +97,9 @@ func (s *Server) parseState(r *http.Request, c stateCommon) (acquireParams, erro
 		p.timeout = timeout
 	}
 	if err := parseLease(c.Lease, &p.lease); err != nil {
+		return p, err
+	}
+	if p.priority, err = parsePriority(c.Priority); err != nil {
 		return p, err
 	}
 	if p.creds, err = resolveCredentials(s.defaults, c.CloudShell); err != nil {
