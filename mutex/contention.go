@@ -2,6 +2,8 @@ package mutex
 
 import (
 	"context"
+	"fmt"
+	"hash/fnv"
 	"sync"
 	"time"
 )
@@ -74,4 +76,32 @@ func (q *room) queueFirst(ctx context.Context) {
 	if len(q.alive(entries)) > 0 {
 		q.enter(ctx, data)
 	}
+}
+
+// joins counts Lock calls per API client, reservation and lock, for slotSpread.
+var joins struct {
+	sync.Mutex
+	n map[contendedKey]int
+}
+
+// slotSpread is where a waiter starts its search for a free waiting-room slot: a hash of
+// its owner identity (distinct per process: host and pid, or the name WithOwner gives) plus
+// how many Lock calls this API client made on the lock before (distinct among the calls of
+// one process, a sidecar's for instance). Waiters that join at the same moment see the same
+// room; starting from different slots they rarely overwrite each other. It is derived, not
+// random, so that a seeded simulation replays the same slots.
+func (m *Mutex) slotSpread() int {
+	h := fnv.New32a()
+	fmt.Fprintf(h, "%s\x00%s\x00%d\x00%s", m.cfg.ownerName, m.cfg.host, m.cfg.pid, m.cfg.name)
+	n := 0
+	if k, ok := m.contendedKey(); ok {
+		joins.Lock()
+		if joins.n == nil || len(joins.n) >= maxContended {
+			joins.n = map[contendedKey]int{}
+		}
+		n = joins.n[k]
+		joins.n[k]++
+		joins.Unlock()
+	}
+	return int((h.Sum32() + uint32(n)) % queueSlots)
 }

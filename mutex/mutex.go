@@ -183,6 +183,7 @@ func (m *Mutex) acquire(parent context.Context, wait bool) (*Lock, error) {
 // read, or seems stuck (stuck), means trying the lock: the room is never what a wait
 // depends on. Anyone else tries the lock.
 func (m *Mutex) try(ctx context.Context, w *waiter, q *room, wait bool) (outcome, error) {
+	q.confirmHead(ctx)
 	if q.behind() {
 		if w.readDue() && q.stuck() {
 			return m.attempt(ctx, w, wait)

@@ -157,6 +157,10 @@ type room struct {
 	frontTTL time.Duration        // and its ttl
 	off      bool                 // the room is full or failing: poll without it
 	failures int
+	// unconfirmed: we joined a room that looked empty, so we think we head it; others who
+	// found the lock held at the same moment think so too. One read settles it (confirmHead).
+	unconfirmed bool
+	spread      int // where our search for a free slot starts (slotSpread)
 }
 
 // maxRoomFailures: after this many failed room calls in a row, a waiter polls without the
@@ -171,7 +175,8 @@ func (m *Mutex) newRoom() *room {
 	if ttl <= 0 {
 		ttl = DefaultLease
 	}
-	return &room{m: m, id: newToken(), slot: -1, ttl: ttl, seen: map[string]time.Time{}, dead: map[string]bool{}}
+	return &room{m: m, id: newToken(), slot: -1, ttl: ttl, seen: map[string]time.Time{}, dead: map[string]bool{},
+		spread: m.slotSpread()}
 }
 
 // behind reports whether this waiter is in the room and not at its head: it reads the room
@@ -250,11 +255,13 @@ func (q *room) enter(ctx context.Context, data []cloudshell.SandboxDataKeyValue)
 			used[e.slot] = false // dead: its slot may be reused
 		}
 	}
-	// The first free slot: two waiters joining at once may pick the same one; the one
-	// overwritten finds its entry gone at its next read and joins again.
+	// The first free slot from where our search starts (slotSpread): waiters that join at
+	// once, seeing the same room, so rarely pick the same slot. One that was overwritten all
+	// the same finds its entry gone at its next read (confirmHead, if it thought it headed
+	// the room) and joins again, keeping its ticket.
 	q.slot = -1
-	for s := range queueSlots {
-		if !used[s] {
+	for i := range queueSlots {
+		if s := (q.spread + i) % queueSlots; !used[s] {
 			q.slot = s
 			break
 		}
@@ -272,7 +279,19 @@ func (q *room) enter(ctx context.Context, data []cloudshell.SandboxDataKeyValue)
 	}
 	q.failures = 0
 	q.place(append(live, roomEntry{slot: q.slot, ticket: q.ticket, priority: q.m.cfg.priority, floor: q.floor, id: q.id, ttl: q.ttl}))
+	q.unconfirmed = q.pos == 1
 	q.bury(ctx)
+}
+
+// confirmHead reads the room once after we joined it as its head: waiters that found the
+// lock held at the same moment all saw an empty room, so each thinks it heads it, and a head
+// polls the lock and never reads the room. Without this read they would all poll, and take
+// their turns at random. It costs one read per wait that starts in an empty room.
+func (q *room) confirmHead(ctx context.Context) {
+	if q == nil || q.off || !q.unconfirmed {
+		return
+	}
+	_ = q.read(ctx) // a failed read counts towards giving up the room; we stay head meanwhile
 }
 
 // alive drops dead entries. Only the entry at the front of the room (ahead of us) is timed:
@@ -352,9 +371,11 @@ func (q *room) read(ctx context.Context) error {
 	entries, _ := parseRoom(q.m.cfg.name, data)
 	if !slices.ContainsFunc(entries, func(e roomEntry) bool { return e.id == q.id && e.slot == q.slot }) {
 		q.slot = -1
+		q.spread++ // not where the waiter that overwrote us searched from
 		q.enter(ctx, data)
 		return nil
 	}
+	q.unconfirmed = false
 	q.place(q.alive(entries))
 	q.bury(ctx)
 	return nil

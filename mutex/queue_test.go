@@ -364,3 +364,51 @@ func TestUnlockWaitsForLeavingTheRoom(t *testing.T) {
 		}
 	})
 }
+
+// Waiters that find the lock held at the same moment all join a room that looks empty to
+// each of them. They must still end up one entry each, in one order that they all agree on,
+// with only the first of them polling the lock: before, they all took the first free slot
+// (overwriting each other) and all believed they headed the room, so they polled the lock
+// like the snippet's drivers and took turns at random.
+func TestQueueSimultaneousArrivals(t *testing.T) {
+	virtual(t, func(t *testing.T, env *testenv.Env) {
+		ctx := ctxTimeout(t, time.Hour)
+		holder, err := mutex.New(env.Client("holder"), env.ReservationID, fast(mutex.WithLease(time.Hour))...).Lock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Every write takes 20 ms to land: all five read the room before any joins it.
+		env.Server.Faults().Set("SetSandboxData", mockapi.Fault{Latency: 20 * time.Millisecond})
+		wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		var wg sync.WaitGroup
+		const n = 5
+		for i := range n {
+			c := env.Client(fmt.Sprintf("w%d", i))
+			wg.Go(func() { _, _ = mutex.New(c, env.ReservationID, fast()...).Lock(wctx) })
+		}
+		time.Sleep(time.Second)
+		if live, _ := roomEntries(t, env); len(live) != n {
+			t.Errorf("%d entries in the room, want one per waiter (%d): %v", len(live), n, live)
+		}
+		before := map[string]int{}
+		for i := range n {
+			w := fmt.Sprintf("w%d", i)
+			before[w] = env.Server.CallsBy(w, "AddServiceToReservation")
+		}
+		time.Sleep(time.Second)
+		polling := 0
+		for w, b := range before {
+			if env.Server.CallsBy(w, "AddServiceToReservation")-b > 2 {
+				polling++
+			}
+		}
+		if polling != 1 {
+			t.Errorf("%d of %d waiters polled the lock in a second, want only the head", polling, n)
+		}
+		wg.Wait()
+		if err := holder.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
