@@ -62,5 +62,5 @@ func (b *bench) legacy() ([]row, error) {
 	}
 	return []row{{"snippet drivers running out of tries: 2 snippets + 8 csmutex vs 10 snippets",
 		fmt.Sprintf("%d of %d", mg, ma), fmt.Sprintf("%d of %d", ag, aa), "",
-		"target: no more often than among snippets only (the real snippet then proceeds without the lock)"}}, nil
+		"target: no more often than among snippets only (the real snippet then proceeds without the lock); physical limit 0"}}, nil
 }
