@@ -466,7 +466,7 @@ func (s *Server) lock(ctx context.Context, p acquireParams) (heldLock, func(), e
 	if err != nil {
 		return nil, nil, &logon.Error{Addr: p.creds.addr(), As: logon.Who(p.creds.User, p.creds.Token), Err: err}
 	}
-	w := &waiting{resID: p.resID, name: p.name, owner: p.owner, shape: p.shape, since: s.now()}
+	w := &waiting{resID: p.resID, name: p.name, owner: p.owner, shape: p.shape, priority: p.priority, since: s.now()}
 	done := s.reg.wait(w)
 	defer done()
 	if !p.shape.plain() {

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -93,6 +94,16 @@ func TestPriorityOvertakesEarlierWaiters(t *testing.T) {
 				wait("low-1", 0)
 				wait("low-2", 0)
 				wait("urgent", mutex.MaxPriority)
+				// GET /v1/locks shows what each waiting request asked for.
+				asked := map[string]int{}
+				for _, w := range v.locks().Waiting {
+					if w.Priority != nil {
+						asked[w.Owner] = *w.Priority
+					}
+				}
+				if want := map[string]int{"next": 0, "low-1": 0, "low-2": 0, "urgent": mutex.MaxPriority}; !maps.Equal(asked, want) {
+					t.Errorf("GET /v1/locks shows priorities %v, want %v", asked, want)
+				}
 				v.release(holder)
 				wg.Wait()
 				if want := []string{"next", "urgent", "low-1", "low-2"}; !slices.Equal(order, want) {

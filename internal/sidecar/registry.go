@@ -74,6 +74,7 @@ type hold struct {
 type waiting struct {
 	resID, name, owner string
 	shape              shapeParams
+	priority           int // noPriority: the request named none
 	since              time.Time
 
 	// guarded by registry.mu: what the latest attempt learned (observe)
@@ -248,6 +249,9 @@ type WaitingLock struct {
 	HolderPID  int        `json:"holder_pid,omitempty"`
 	HeldSince  *time.Time `json:"held_since,omitempty"`
 	Tries      int        `json:"tries,omitempty"`
+	// Priority is the waiting-room priority the request named (absent: it named none, and
+	// the sidecar's own, serve --priority, applies).
+	Priority *int `json:"priority,omitempty"`
 	// What it asks for: shape, slots, readers, names, members, count.
 	Wanted
 }
@@ -276,10 +280,14 @@ func (r *registry) snapshot(now time.Time) Locks {
 	}
 	for _, w := range r.waits {
 		d := now.Sub(w.since)
-		out.Waiting = append(out.Waiting, WaitingLock{ReservationID: w.resID, Name: w.name, Owner: w.owner,
+		e := WaitingLock{ReservationID: w.resID, Name: w.name, Owner: w.owner,
 			Since: w.since.UTC(), WaitingFor: d.Round(time.Millisecond).String(), WaitingMS: ms(d), WaitingSeconds: d.Seconds(),
 			Holder: holderLabel(w.holder), HolderHost: w.holder.Host, HolderPID: w.holder.PID, HeldSince: since(w.holder),
-			Tries: w.tries, Wanted: w.shape.wanted()})
+			Tries: w.tries, Wanted: w.shape.wanted()}
+		if w.priority != noPriority {
+			e.Priority = &w.priority
+		}
+		out.Waiting = append(out.Waiting, e)
 	}
 	sort.Slice(out.Held, func(i, j int) bool { return out.Held[i].Since.Before(out.Held[j].Since) })
 	sort.Slice(out.Waiting, func(i, j int) bool { return out.Waiting[i].Since.Before(out.Waiting[j].Since) })

@@ -235,7 +235,7 @@ func (s *Server) runState(ctx context.Context, p acquireParams, call func(contex
 		return 0, clientError(p, err)
 	}
 	defer doneWithClient()
-	wt := &waiting{resID: p.resID, name: p.name, owner: p.owner, shape: p.shape, since: s.now()}
+	wt := &waiting{resID: p.resID, name: p.name, owner: p.owner, shape: p.shape, priority: p.priority, since: s.now()}
 	done := s.reg.wait(wt)
 	defer done()
 	return call(ctx, locks.NewState(api, p.resID, p.name, s.shapeOptions(p, wt)...))
