@@ -85,14 +85,16 @@ var joins struct {
 }
 
 // slotSpread is where a waiter starts its search for a free waiting-room slot: a hash of
-// its owner identity (distinct per process: host and pid, or the name WithOwner gives) plus
-// how many Lock calls this API client made on the lock before (distinct among the calls of
-// one process, a sidecar's for instance). Waiters that join at the same moment see the same
-// room; starting from different slots they rarely overwrite each other. It is derived, not
-// random, so that a seeded simulation replays the same slots.
+// its owner name (by default host:pid, distinct per process; or the name WithOwner gives)
+// plus how many Lock calls this API client made on the lock before (distinct among the calls
+// of one process, a sidecar's for instance). Waiters that join at the same moment see the
+// same room; starting from different slots they rarely overwrite each other (two processes
+// given the same owner name may, and then sort it out by reading the room). It is derived,
+// not random, and from the owner name alone, so that a seeded simulation, whose parties are
+// named, replays the same slots in any process.
 func (m *Mutex) slotSpread() int {
 	h := fnv.New32a()
-	fmt.Fprintf(h, "%s\x00%s\x00%d\x00%s", m.cfg.ownerName, m.cfg.host, m.cfg.pid, m.cfg.name)
+	fmt.Fprintf(h, "%s\x00%s", m.ownerName(), m.cfg.name)
 	n := 0
 	if k, ok := m.contendedKey(); ok {
 		joins.Lock()

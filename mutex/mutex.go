@@ -256,12 +256,16 @@ func (m *Mutex) attempt(ctx context.Context, w *waiter, wait bool) (outcome, err
 	}
 }
 
-func (m *Mutex) newOwner() Owner {
-	name := m.cfg.ownerName
-	if name == "" {
-		name = fmt.Sprintf("%s:%d", m.cfg.host, m.cfg.pid)
+// ownerName is the name recorded as the owner: WithOwner's, else host:pid.
+func (m *Mutex) ownerName() string {
+	if m.cfg.ownerName != "" {
+		return m.cfg.ownerName
 	}
-	return Owner{Name: name, Host: m.cfg.host, PID: m.cfg.pid, Token: newToken(), Lease: m.cfg.lease,
+	return fmt.Sprintf("%s:%d", m.cfg.host, m.cfg.pid)
+}
+
+func (m *Mutex) newOwner() Owner {
+	return Owner{Name: m.ownerName(), Host: m.cfg.host, PID: m.cfg.pid, Token: newToken(), Lease: m.cfg.lease,
 		Since: m.cfg.clock.Now().UTC().Truncate(time.Millisecond)}
 }
 

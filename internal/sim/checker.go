@@ -55,6 +55,8 @@ type Checker struct {
 	flaggedAlias map[string]time.Time
 	revoked      []revocation // alias → when a flagged remove last took it
 
+	idle *idleLog // nil: idle time is not judged (the shapes' runs)
+
 	violations []Violation
 	excused    []Violation
 	stats      Stats
@@ -73,6 +75,14 @@ type Stats struct {
 	Late         int            // writes applied long after their sender gave up
 	Excused      int            // violations the protocol documents as outside its reach
 	RoomLeft     int            // waiting-room entries left non-empty at the end (crashed waiters, late writes)
+	// The lock free while csmutex parties waited for it (see idle.go): in all, the longest
+	// span, the longest stretch of any span that no fault, pause, partition, crash or dead
+	// room entry explains (judged against IdleBound), and how many spans there were.
+	IdleWaiting   time.Duration
+	IdleLongest   time.Duration
+	IdleUnexcused time.Duration
+	IdleBound     time.Duration
+	IdleSpans     int
 }
 
 func newChecker(w *World) *Checker {
@@ -151,6 +161,7 @@ func (p *Process) disturbed(from, to time.Time) bool {
 func (k *Checker) onApply(s *Server, m Mutation) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.idleApply(m)
 	late := m.call.late(m.At)
 	if late {
 		k.stats.Late++

@@ -19,7 +19,11 @@
 //     not run out;
 //   - a lock or break lock that survives once every process has stopped and a last
 //     process has taken and released the lock;
-//   - a final acquisition that does not succeed within its bound.
+//   - a final acquisition that does not succeed within its bound;
+//   - the lock left free, while csmutex parties waited for it, for longer than the waiting
+//     room's idle bound once faults, pauses, partitions, crashes and dead room entries are
+//     set aside (idle.go): a room that stalls its waiters breaks no safety property, so
+//     only this check sees it.
 //
 // Violations that the protocol documents as outside its reach (docs/PROTOCOL.md, "Known
 // limits") are recognised explicitly and counted as excused, never silently: a write

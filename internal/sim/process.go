@@ -60,6 +60,13 @@ func (c *callState) abandon() {
 	}
 }
 
+// abandonedBefore reports whether the call's sender had stopped waiting for it before at.
+func (c *callState) abandonedBefore(at time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.abandonedAt.IsZero() && c.abandonedAt.Before(at)
+}
+
 // late reports whether the call is applied longer than lease/6 after its sender gave up on
 // it: outside what the protocol can control (docs/PROTOCOL.md, known limits).
 func (c *callState) late(at time.Time) bool {
@@ -91,6 +98,17 @@ func (p *Process) hold(key uint64) error {
 			return nil
 		}
 	}
+}
+
+// partitionedDuring reports whether a partition of p overlapped [from, to]: a call then
+// may have been lost on the way, whatever its own faults.
+func (p *Process) partitionedDuring(from, to time.Time) bool {
+	for _, w := range p.partitions {
+		if w.from.Before(to) && !w.to.Before(from) {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Process) partitioned(t time.Time) bool {
@@ -237,9 +255,12 @@ func (p *Process) do(ctx context.Context, req request, apply func(c *callState) 
 		crash = time.After(max(p.crashAt.Sub(now), 0))
 	}
 	var a answer
+	faulted := d.refused || d.dropAfter || d.failBefore || d.err5xx || d.relogon ||
+		d.reqDelay > p.lease/10 || d.respDelay > p.lease/10
 	select {
 	case <-crash:
 		c.abandon()
+		p.world.check.idleCall(c, faulted || p.partitionedDuring(now, time.Now()))
 		<-p.world.over
 		return nil, errCrashed
 	case a = <-done:
@@ -249,7 +270,9 @@ func (p *Process) do(ctx context.Context, req request, apply func(c *callState) 
 	case <-timer.C:
 		c.abandon()
 		a.err = cloudshell.NewTransportError(ctx, method, write, timeoutError{})
+		faulted = true // lost to a partition, or slower than the HTTP timeout
 	}
+	p.world.check.idleCall(c, faulted || p.partitionedDuring(now, time.Now()))
 	// Answers that reach one process at the same instant (two calls that share a deadline)
 	// are taken in an order set by their shape too.
 	time.Sleep(time.Duration(1 + mix(hashString(req.shape())^mix(uint64(p.index))^uint64(now.UnixNano()))%997))

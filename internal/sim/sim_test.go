@@ -59,6 +59,7 @@ func TestSimulation(t *testing.T) {
 		excused  int
 		started  = time.Now()
 		recovery time.Duration
+		idle     idleRatios
 	)
 	total.Faults = map[string]int{}
 	for seed := *first; seed < *first+uint64(n); seed++ {
@@ -66,6 +67,7 @@ func TestSimulation(t *testing.T) {
 		add(&total, res.Stats)
 		excused += len(res.Excused)
 		recovery = max(recovery, res.Recovery)
+		idle.add(res)
 		if res.Failed() {
 			failed = append(failed, seed)
 			if *traceDir != "" {
@@ -82,6 +84,8 @@ func TestSimulation(t *testing.T) {
 		"%d waiting-room entries left by crashed waiters or late writes",
 		n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), total.Acquisitions, total.Sections, total.Calls,
 		total.Faults, total.Lost, total.Timeouts, total.Failed, total.Late, excused, recovery, total.RoomLeft)
+	t.Logf("lock idle while csmutex waiters waited: %s in %d spans; per seed, in leases (the scenario's longest): %s",
+		total.IdleWaiting.Round(time.Millisecond), total.IdleSpans, idle)
 	if len(failed) > 0 {
 		t.Errorf("%d of %d seeds failed: %v", len(failed), n, failed[:min(len(failed), 40)])
 	}
@@ -97,6 +101,8 @@ func add(t *sim.Stats, s sim.Stats) {
 	t.Calls += s.Calls
 	t.Late += s.Late
 	t.RoomLeft += s.RoomLeft
+	t.IdleWaiting += s.IdleWaiting
+	t.IdleSpans += s.IdleSpans
 	for k, v := range s.Faults {
 		t.Faults[k] += v
 	}
@@ -118,4 +124,33 @@ func TestSameSeedSameRun(t *testing.T) {
 			t.Fatalf("seed %d: a trace of %d lines is too short to prove anything", seed, len(a.Trace))
 		}
 	}
+}
+
+// idleRatios collects each seed's longest idle span and longest unexcused stretch, in
+// leases, for the distribution TestSimulation logs.
+type idleRatios struct{ longest, unexcused, bound []float64 }
+
+func (r *idleRatios) add(res *sim.Result) {
+	var lease time.Duration
+	for _, p := range res.Scenario.Procs {
+		lease = max(lease, p.Lease)
+	}
+	l := lease.Seconds()
+	r.longest = append(r.longest, res.Stats.IdleLongest.Seconds()/l)
+	r.unexcused = append(r.unexcused, res.Stats.IdleUnexcused.Seconds()/l)
+	r.bound = append(r.bound, res.Stats.IdleBound.Seconds()/l)
+}
+
+func (r idleRatios) String() string {
+	q := func(xs []float64, p float64) float64 {
+		if len(xs) == 0 {
+			return 0
+		}
+		s := slices.Clone(xs)
+		slices.Sort(s)
+		return s[min(len(s)-1, int(p*float64(len(s))))]
+	}
+	return fmt.Sprintf("longest span p50 %.2f p99 %.2f max %.2f; longest unexcused stretch p50 %.2f p99 %.2f max %.2f (bound %.2f–%.2f)",
+		q(r.longest, 0.5), q(r.longest, 0.99), q(r.longest, 1), q(r.unexcused, 0.5), q(r.unexcused, 0.99), q(r.unexcused, 1),
+		q(r.bound, 0), q(r.bound, 1))
 }

@@ -37,6 +37,9 @@ func (r *Result) Report() string {
 	for _, v := range r.Violations {
 		fmt.Fprintf(&b, "  %s\n", v)
 	}
+	fmt.Fprintf(&b, "idle while waiting: %s in %d spans, longest %s, longest unexcused %s (bound %s)\n",
+		r.Stats.IdleWaiting.Round(time.Millisecond), r.Stats.IdleSpans, r.Stats.IdleLongest.Round(time.Millisecond),
+		r.Stats.IdleUnexcused.Round(time.Millisecond), r.Stats.IdleBound.Round(time.Millisecond))
 	fmt.Fprintf(&b, "stats: %+v\ntrace:\n", r.Stats)
 	for _, l := range r.Trace {
 		b.WriteString(l)
@@ -66,6 +69,7 @@ func Run(sc Scenario, opts ...Option) *Result {
 		tokens: map[string]string{}, calls: map[string]int{}}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	w.check = newChecker(w)
+	w.check.watchIdle()
 	w.server = &Server{onApply: w.check.onApply}
 
 	procs := make([]*Process, len(sc.Procs))
@@ -102,6 +106,8 @@ func Run(sc Scenario, opts ...Option) *Result {
 	}
 	// Let every request still on its way land: a leg takes at most two leases.
 	time.Sleep(4*sc.maxLease() + time.Second)
+	// Every party has stopped waiting: the idle spans of the run are all known.
+	w.check.judgeIdle(time.Now())
 
 	res := &Result{Scenario: sc}
 	w.finalAcquire(res, crashes)
@@ -242,12 +248,15 @@ func (w *World) runRounds(p *Process, spec ProcSpec, name string, g *rng, with f
 		ctx, cancel := context.WithTimeout(w.ctx, time.Duration(30*max(1, spec.Members))*p.lease)
 		runs := 0
 		var fnErr error
+		w.check.waitStart(p, name)
 		err := with(ctx, func(ctx context.Context) error {
+			w.check.waitEnd(name)
 			runs++
 			fnErr = w.criticalSection(ctx, p, id, hold, false)
 			return fnErr
 		})
 		cancel()
+		w.check.waitEnd(name)
 		w.trace(p, "%s: With returned %v", id, err)
 		w.check.withDone(p, id, runs, fnErr, err)
 		if errors.Is(err, errCrashed) || p.crashed(time.Now()) {
