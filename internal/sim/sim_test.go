@@ -4,8 +4,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -122,6 +126,53 @@ func TestSameSeedSameRun(t *testing.T) {
 		}
 		if len(a.Trace) < 20 {
 			t.Fatalf("seed %d: a trace of %d lines is too short to prove anything", seed, len(a.Trace))
+		}
+	}
+}
+
+// One seed replays the same run in another process, on another machine: what the run does
+// must not depend on the process (its pid, its host name), only on the seed. Records carry
+// host and pid, so those are masked; everything else, down to the waiting-room slots, must
+// agree. (It did not when the room's slots were spread by host and pid.)
+func TestSeedReplaysInAnotherProcess(t *testing.T) {
+	const seed = 777 // a seed whose run queues in the waiting room
+	if os.Getenv("CSMUTEX_SIM_CHILD") != "" {
+		for _, l := range run(t, seed).Trace {
+			fmt.Println("trace:", strconv.Quote(l)) // a trace line may span lines
+		}
+		return
+	}
+	here := run(t, seed).Trace
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSeedReplaysInAnotherProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "CSMUTEX_SIM_CHILD=1")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("the child: %v\n%s", err, out)
+	}
+	var there []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if rest, ok := strings.CutPrefix(l, "trace: "); ok {
+			line, err := strconv.Unquote(rest)
+			if err != nil {
+				t.Fatalf("the child's trace line %q: %v", rest, err)
+			}
+			there = append(there, line)
+		}
+	}
+	mask := regexp.MustCompile(`host=\S+ pid=\d+`)
+	if !slices.ContainsFunc(here, func(l string) bool { return strings.Contains(l, "csmutex.queue.") }) {
+		t.Fatalf("seed %d no longer uses the waiting room: pick another", seed)
+	}
+	for i := range max(len(here), len(there)) {
+		var a, b string
+		if i < len(here) {
+			a = mask.ReplaceAllString(here[i], "host=H pid=P")
+		}
+		if i < len(there) {
+			b = mask.ReplaceAllString(there[i], "host=H pid=P")
+		}
+		if a != b {
+			t.Fatalf("seed %d: the run differs in another process at line %d:\n  here:  %s\n  there: %s", seed, i+1, a, b)
 		}
 	}
 }
