@@ -25,7 +25,7 @@ type Lock struct {
 	done     chan struct{}
 	// background is the lock's work off the caller's path (leaving the waiting room, the
 	// Output message, collecting dead break locks). Unlock waits for it, so that nothing the
-	// lock started outlives Unlock; each piece is bounded by the release timeout.
+	// lock started outlives Unlock; each piece is bounded (the release timeout; the message, 10 s).
 	background sync.WaitGroup
 
 	mu        sync.Mutex
@@ -205,8 +205,8 @@ func (l *Lock) check(d *cloudshell.ReservationDetails) error {
 // canceled: the release still runs, so a canceled caller never leaves the lock held.
 //
 // Unlock returns only when the work the lock started beside the critical section has ended
-// too (clearing its waiting-room entry, its Output message, removing dead break locks; each
-// bounded by the release timeout), so no goroutine of the lock outlives it.
+// too (clearing its waiting-room entry and removing dead break locks, each bounded by the
+// release timeout; its Output message, by 10 s), so no goroutine of the lock outlives it.
 func (l *Lock) Unlock(ctx context.Context) error {
 	m := l.m
 	l.mu.Lock()
