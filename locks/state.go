@@ -419,6 +419,11 @@ func decodeSet(s string) ([]int64, error) {
 			if len(out) > 0 && v <= out[len(out)-1] {
 				return nil, fmt.Errorf("%w: allocation %q is not ascending", ErrCorrupt, s)
 			}
+			if len(out) == MaxRangeSize {
+				// No range holds more: a longer list is damage (or hostile), and decoding it
+				// whole could take as much memory as its runs claim.
+				return nil, fmt.Errorf("%w: allocation of more than %d values", ErrCorrupt, MaxRangeSize)
+			}
 			out = append(out, v)
 		}
 	}

@@ -30,6 +30,9 @@ import (
 // may be reused. Only the entry at the front is timed, so only the head rewrites its entry
 // (every ttl/3) to stay alive.
 const (
+	// maxTicket bounds the tickets a reader accepts: far more joins than a reservation will
+	// ever see, and far from where place's arithmetic overflows.
+	maxTicket = 1 << 40
 	// queueSlots bounds what the room can leave behind: at most this many sandbox-data keys
 	// per lock name, whatever happens. Waiters beyond it poll without the room.
 	queueSlots  = 64
@@ -129,8 +132,11 @@ func parseRoom(lock string, data []cloudshell.SandboxDataKeyValue) (entries []ro
 				e.floor, _ = strconv.ParseInt(v, 10, 64)
 			}
 		}
-		if e.id == "" || e.ttl <= 0 {
-			continue // not an entry anyone refreshes: ignore it, and its slot may be reused
+		if e.id == "" || e.ttl <= 0 || e.ticket < 1 || e.ticket > maxTicket || e.floor < 0 || e.floor > 2*maxTicket {
+			// Not an entry anyone refreshes, or numbers no waiter writes (a ticket near the
+			// int64 limit would make the next joiner's overflow and put it in front): ignore
+			// it, and its slot may be reused.
+			continue
 		}
 		used[slot] = true
 		entries = append(entries, e)

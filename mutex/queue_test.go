@@ -412,3 +412,36 @@ func TestQueueSimultaneousArrivals(t *testing.T) {
 		}
 	})
 }
+
+// The waiting room is read from sandbox data that anyone with access to the reservation can
+// write. Whatever its keys and values hold, reading it must not panic, must keep only entries
+// that someone refreshes (an id and a ttl), and every reader must order them alike.
+func FuzzWaiters(f *testing.F) {
+	f.Add("csmutex.queue.MUTEX.00", "t=1 id=a seq=1 ttl=1m0s", "csmutex.queue.MUTEX.01", "t=1 id=b seq=2 ttl=1m0s p=9 f=3")
+	f.Add("csmutex.queue.MUTEX.63", "t=-5 id=x ttl=1ns p=10", "csmutex.queue.A.B.07", "t=99999999999999999999 id= ttl=-1s")
+	f.Add("csmutex.queue..00", "id=z ttl=1h", "csmutex.queue.MUTEX.0x", "t=2 id=y ttl=1h")
+	f.Add("csmutex.queue.MUTEX.00", "t=9223372036854775807 id=big ttl=1h", "csmutex.queue.MUTEX.01", "t=1 id=b ttl=1h p=9 f=-9223372036854775808")
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
+		data := []cloudshell.SandboxDataKeyValue{{Key: k1, Value: v1}, {Key: k2, Value: v2}}
+		got := mutex.Waiters(data)
+		reversed := mutex.Waiters([]cloudshell.SandboxDataKeyValue{data[1], data[0]})
+		if fmt.Sprint(got) != fmt.Sprint(reversed) {
+			t.Fatalf("the order depends on the reading order:\n%v\n%v", got, reversed)
+		}
+		n := 0
+		for lock, ws := range got {
+			if lock == "" || len(ws) == 0 {
+				t.Fatalf("lock %q with %d waiters", lock, len(ws))
+			}
+			for _, w := range ws {
+				n++
+				if w.ID == "" || w.TTL <= 0 || w.Priority < 0 || w.Priority > mutex.MaxPriority || w.Ticket < 1 || w.Ticket > 1<<40 {
+					t.Fatalf("an entry nobody refreshes, or a number out of range: %+v", w)
+				}
+			}
+		}
+		if n > 2 {
+			t.Fatalf("%d waiters from 2 entries", n)
+		}
+	})
+}
