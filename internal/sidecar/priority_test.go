@@ -70,26 +70,8 @@ func TestPriorityOvertakesEarlierWaiters(t *testing.T) {
 					return m
 				}
 				holder := v.mustAcquire("holder", with())
-				var (
-					mu    sync.Mutex
-					order []string
-					wg    sync.WaitGroup
-				)
-				wait := func(owner string, priority int) {
-					wg.Go(func() {
-						code, out := v.acquire(owner, with("timeout", "1h", "priority", priority))
-						if code != http.StatusOK {
-							t.Errorf("%s: %d %v", owner, code, out)
-							return
-						}
-						mu.Lock()
-						order = append(order, owner)
-						mu.Unlock()
-						time.Sleep(time.Second)
-						v.release(out["token"])
-					})
-					time.Sleep(20 * time.Second) // in the room before the next one comes
-				}
+				tr := &turns{t: t, v: v}
+				wait := func(owner string, priority int) { tr.wait(owner, with("timeout", "1h", "priority", priority)) }
 				wait("next", 0)
 				wait("low-1", 0)
 				wait("low-2", 0)
@@ -105,8 +87,7 @@ func TestPriorityOvertakesEarlierWaiters(t *testing.T) {
 					t.Errorf("GET /v1/locks shows priorities %v, want %v", asked, want)
 				}
 				v.release(holder)
-				wg.Wait()
-				if want := []string{"next", "urgent", "low-1", "low-2"}; !slices.Equal(order, want) {
+				if order, want := tr.served(), []string{"next", "urgent", "low-1", "low-2"}; !slices.Equal(order, want) {
 					t.Fatalf("served %v, want %v: priority %d goes ahead of earlier priority-0 waiters, not of the one next in line",
 						order, want, mutex.MaxPriority)
 				}
@@ -120,32 +101,13 @@ func TestPriorityOvertakesEarlierWaiters(t *testing.T) {
 func TestPriorityOverridesTheServersDefault(t *testing.T) {
 	virtualSidecar(t, func(t *testing.T, v *vEnv) {
 		holder := v.mustAcquire("holder", nil)
-		var (
-			mu    sync.Mutex
-			order []string
-			wg    sync.WaitGroup
-		)
-		wait := func(owner string, extra map[string]any) {
-			wg.Go(func() {
-				code, out := v.acquire(owner, extra)
-				if code != http.StatusOK {
-					t.Errorf("%s: %d %v", owner, code, out)
-					return
-				}
-				mu.Lock()
-				order = append(order, owner)
-				mu.Unlock()
-				time.Sleep(time.Second)
-				v.release(out["token"])
-			})
-			time.Sleep(20 * time.Second)
-		}
+		tr := &turns{t: t, v: v}
+		wait := tr.wait
 		wait("next", map[string]any{"timeout": "1h"})
 		wait("routine", map[string]any{"timeout": "1h", "priority": 0})
 		wait("default", map[string]any{"timeout": "1h"})
 		v.release(holder)
-		wg.Wait()
-		if want := []string{"next", "default", "routine"}; !slices.Equal(order, want) {
+		if order, want := tr.served(), []string{"next", "default", "routine"}; !slices.Equal(order, want) {
 			t.Fatalf("served %v, want %v: no priority is the server's (%d), an explicit 0 is 0", order, want, mutex.MaxPriority)
 		}
 	}, WithMutexOptions(mutex.WithPriority(mutex.MaxPriority)))
@@ -163,4 +125,36 @@ func TestCohortsSplitByPriority(t *testing.T) {
 	if len(keys) != 4 {
 		t.Fatalf("%d cohort keys for 4 priorities", len(keys))
 	}
+}
+
+// turns lets waiters in one at a time, each in the room before the next comes, and records
+// the order in which they are served (each holds for a second).
+type turns struct {
+	t     *testing.T
+	v     *vEnv
+	mu    sync.Mutex
+	order []string
+	wg    sync.WaitGroup
+}
+
+func (tr *turns) wait(owner string, body map[string]any) {
+	tr.wg.Go(func() {
+		code, out := tr.v.acquire(owner, body)
+		if code != http.StatusOK {
+			tr.t.Errorf("%s: %d %v", owner, code, out)
+			return
+		}
+		tr.mu.Lock()
+		tr.order = append(tr.order, owner)
+		tr.mu.Unlock()
+		time.Sleep(time.Second)
+		tr.v.release(out["token"])
+	})
+	time.Sleep(20 * time.Second)
+}
+
+// served waits for every waiter to finish and returns the order they were served in.
+func (tr *turns) served() []string {
+	tr.wg.Wait()
+	return tr.order
 }
