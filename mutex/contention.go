@@ -23,9 +23,28 @@ type contendedKey struct {
 	resID, name string
 }
 
+// contended is what a process remembers of each lock, per API client and reservation.
 var contended struct {
 	sync.Mutex
-	until map[contendedKey]time.Time
+	m map[contendedKey]*lockMemory
+}
+
+type lockMemory struct {
+	until time.Time // it had waiters until then, as far as we know (sawContention)
+	calls int       // Lock calls that made a waiting room (slotSpread)
+}
+
+// memory returns k's memory, to use with contended held.
+func memory(k contendedKey) *lockMemory {
+	if contended.m == nil || len(contended.m) >= maxContended {
+		contended.m = map[contendedKey]*lockMemory{}
+	}
+	mem := contended.m[k]
+	if mem == nil {
+		mem = &lockMemory{}
+		contended.m[k] = mem
+	}
+	return mem
 }
 
 func (m *Mutex) contendedKey() (contendedKey, bool) {
@@ -45,10 +64,7 @@ func (m *Mutex) sawContention() {
 	}
 	contended.Lock()
 	defer contended.Unlock()
-	if contended.until == nil || len(contended.until) >= maxContended {
-		contended.until = map[contendedKey]time.Time{}
-	}
-	contended.until[k] = m.cfg.clock.Now().Add(ttl)
+	memory(k).until = m.cfg.clock.Now().Add(ttl)
 }
 
 func (m *Mutex) expectContention() bool {
@@ -58,7 +74,8 @@ func (m *Mutex) expectContention() bool {
 	}
 	contended.Lock()
 	defer contended.Unlock()
-	return m.cfg.clock.Now().Before(contended.until[k])
+	mem := contended.m[k]
+	return mem != nil && m.cfg.clock.Now().Before(mem.until)
 }
 
 // queueFirst is a Lock call's first step when the lock was recently contended: join the room
@@ -78,12 +95,6 @@ func (q *room) queueFirst(ctx context.Context) {
 	}
 }
 
-// joins counts Lock calls per API client, reservation and lock, for slotSpread.
-var joins struct {
-	sync.Mutex
-	n map[contendedKey]int
-}
-
 // slotSpread is where a waiter starts its search for a free waiting-room slot: a hash of
 // its owner name (by default host:pid, distinct per process; or the name WithOwner gives)
 // plus how many Lock calls this API client made on the lock before (distinct among the calls
@@ -97,13 +108,11 @@ func (m *Mutex) slotSpread() int {
 	fmt.Fprintf(h, "%s\x00%s", m.ownerName(), m.cfg.name)
 	n := 0
 	if k, ok := m.contendedKey(); ok {
-		joins.Lock()
-		if joins.n == nil || len(joins.n) >= maxContended {
-			joins.n = map[contendedKey]int{}
-		}
-		n = joins.n[k]
-		joins.n[k]++
-		joins.Unlock()
+		contended.Lock()
+		mem := memory(k)
+		n = mem.calls
+		mem.calls++
+		contended.Unlock()
 	}
 	return int((h.Sum32() + uint32(n)) % queueSlots)
 }

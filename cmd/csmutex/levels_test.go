@@ -85,3 +85,17 @@ func TestLevelEnv(t *testing.T) {
 		t.Errorf("environ modified in place: %v", environ)
 	}
 }
+
+// Every variable a run tells its command about its lock is one a nested run drops from what
+// it inherited (heldEnv): otherwise a nested run's command could read the outer run's slot
+// or pool as its own.
+func TestHeldEnvCoversEveryShape(t *testing.T) {
+	for _, kind := range []string{shapeExclusive, shapeShared, shapeSemaphore, shapeSet, shapePool} {
+		info := heldInfo{spec: shapeSpec{kind: kind, names: []string{"A", "B"}, slots: 2, readers: 2}, members: []string{"A"}}
+		for _, kv := range info.env("R") {
+			if !hasEnvKey(kv, heldEnv) {
+				t.Errorf("shape %s sets %s, which heldEnv does not list", kind, kv)
+			}
+		}
+	}
+}

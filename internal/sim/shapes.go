@@ -131,7 +131,6 @@ func RunShape(sc ShapeScenario) *ShapeResult {
 	w.server = &Server{onApply: k.onApply}
 
 	procs := make([]*Process, len(sc.Procs))
-	dones := make([]chan struct{}, len(sc.Procs))
 	for i, spec := range sc.Procs {
 		// Delays are drawn at an eighth of the lease: inside the loss margin (see ShapeScenario).
 		p := &Process{name: spec.Name, index: i, legacy: spec.Legacy, world: w, lease: spec.Lease / 8, httpTimeout: spec.HTTPTimeout,
@@ -140,42 +139,21 @@ func RunShape(sc ShapeScenario) *ShapeResult {
 			p.crashAt = w.start.Add(spec.CrashAt)
 		}
 		procs[i] = p
-		dones[i] = make(chan struct{})
-		go func() {
-			defer close(dones[i])
-			time.Sleep(spec.StartAt)
-			if spec.Legacy {
-				k.runLegacyWriter(p, spec)
-			} else {
-				k.runShape(p, spec)
-			}
-		}()
 	}
-	crashes := 0
-	for i, p := range procs {
-		if p.crashAt.IsZero() {
-			<-dones[i]
-			continue
+	dones := w.launch(procs, func(i int) time.Duration { return sc.Procs[i].StartAt }, func(i int) {
+		if spec := sc.Procs[i]; spec.Legacy {
+			k.runLegacyWriter(procs[i], spec)
+		} else {
+			k.runShape(procs[i], spec)
 		}
-		crashes++
-		select {
-		case <-dones[i]:
-		case <-time.After(p.crashAt.Sub(time.Now())):
-		}
-	}
+	})
+	crashes := await(procs, dones)
 	lease := sc.maxLease()
 	time.Sleep(2*lease + time.Second) // let every request still on its way land
 	res := &Result{Scenario: sc.Scenario}
 	k.final(res, crashes)
 
-	w.mu.Lock()
-	w.ended = true
-	w.mu.Unlock()
-	close(w.over)
-	w.cancel()
-	for _, d := range dones {
-		<-d
-	}
+	w.end(dones)
 	time.Sleep(mutex.DefaultReleaseTimeout + 2*lease)
 	k.mu.Lock()
 	defer k.mu.Unlock()

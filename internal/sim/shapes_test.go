@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -89,13 +88,8 @@ func TestShapeSimulation(t *testing.T) {
 func TestShapeSameSeedSameRun(t *testing.T) {
 	for seed := uint64(1); seed <= 2*uint64(len(sim.ShapeKinds)); seed++ { // each kind twice
 		a, b := runShape(t, seed), runShape(t, seed)
-		if !slices.Equal(a.Trace, b.Trace) {
-			for i := range min(len(a.Trace), len(b.Trace)) {
-				if a.Trace[i] != b.Trace[i] {
-					t.Fatalf("shape seed %d: traces differ at line %d:\n  %s\n  %s", seed, i+1, a.Trace[i], b.Trace[i])
-				}
-			}
-			t.Fatalf("shape seed %d: traces differ in length: %d and %d lines", seed, len(a.Trace), len(b.Trace))
+		if d := traceDiff(a.Trace, b.Trace); d != "" {
+			t.Fatalf("shape seed %d: %s", seed, d)
 		}
 	}
 }

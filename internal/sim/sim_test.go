@@ -116,13 +116,8 @@ func add(t *sim.Stats, s sim.Stats) {
 func TestSameSeedSameRun(t *testing.T) {
 	for _, seed := range []uint64{3, 17, 101, 2024} {
 		a, b := run(t, seed), run(t, seed)
-		if !slices.Equal(a.Trace, b.Trace) {
-			for i := range min(len(a.Trace), len(b.Trace)) {
-				if a.Trace[i] != b.Trace[i] {
-					t.Fatalf("seed %d: traces differ at line %d:\n  %s\n  %s", seed, i+1, a.Trace[i], b.Trace[i])
-				}
-			}
-			t.Fatalf("seed %d: traces differ in length: %d and %d lines", seed, len(a.Trace), len(b.Trace))
+		if d := traceDiff(a.Trace, b.Trace); d != "" {
+			t.Fatalf("seed %d: %s", seed, d)
 		}
 		if len(a.Trace) < 20 {
 			t.Fatalf("seed %d: a trace of %d lines is too short to prove anything", seed, len(a.Trace))
@@ -163,18 +158,29 @@ func TestSeedReplaysInAnotherProcess(t *testing.T) {
 	if !slices.ContainsFunc(here, func(l string) bool { return strings.Contains(l, "csmutex.queue.") }) {
 		t.Fatalf("seed %d no longer uses the waiting room: pick another", seed)
 	}
-	for i := range max(len(here), len(there)) {
-		var a, b string
-		if i < len(here) {
-			a = mask.ReplaceAllString(here[i], "host=H pid=P")
+	masked := func(trace []string) []string {
+		out := make([]string, len(trace))
+		for i, l := range trace {
+			out[i] = mask.ReplaceAllString(l, "host=H pid=P")
 		}
-		if i < len(there) {
-			b = mask.ReplaceAllString(there[i], "host=H pid=P")
-		}
-		if a != b {
-			t.Fatalf("seed %d: the run differs in another process at line %d:\n  here:  %s\n  there: %s", seed, i+1, a, b)
+		return out
+	}
+	if d := traceDiff(masked(here), masked(there)); d != "" {
+		t.Fatalf("seed %d, here and in another process: %s", seed, d)
+	}
+}
+
+// traceDiff says where two traces of one seed part, or "" if they are the same.
+func traceDiff(a, b []string) string {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return fmt.Sprintf("traces differ at line %d:\n  %s\n  %s", i+1, a[i], b[i])
 		}
 	}
+	if len(a) != len(b) {
+		return fmt.Sprintf("traces differ in length: %d and %d lines", len(a), len(b))
+	}
+	return ""
 }
 
 // idleRatios collects each seed's longest idle span and longest unexcused stretch, in

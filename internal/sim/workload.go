@@ -73,7 +73,6 @@ func Run(sc Scenario, opts ...Option) *Result {
 	w.server = &Server{onApply: w.check.onApply}
 
 	procs := make([]*Process, len(sc.Procs))
-	dones := make([]chan struct{}, len(sc.Procs))
 	for i, spec := range sc.Procs {
 		p := &Process{name: spec.Name, index: i, legacy: spec.Legacy, world: w, lease: spec.Lease, httpTimeout: spec.HTTPTimeout,
 			faults: spec.Faults, pauses: spec.Pauses, partitions: spec.Partitions}
@@ -81,29 +80,15 @@ func Run(sc Scenario, opts ...Option) *Result {
 			p.crashAt = w.start.Add(spec.CrashAt)
 		}
 		procs[i] = p
-		dones[i] = make(chan struct{})
-		go func() {
-			defer close(dones[i])
-			time.Sleep(spec.StartAt)
-			if spec.Legacy {
-				w.runLegacy(p, spec)
-			} else {
-				w.runCsmutex(p, spec, cfg.extra)
-			}
-		}()
 	}
-	crashes := 0
-	for i, p := range procs {
-		if p.crashAt.IsZero() {
-			<-dones[i]
-			continue
+	dones := w.launch(procs, func(i int) time.Duration { return sc.Procs[i].StartAt }, func(i int) {
+		if spec := sc.Procs[i]; spec.Legacy {
+			w.runLegacy(procs[i], spec)
+		} else {
+			w.runCsmutex(procs[i], spec, cfg.extra)
 		}
-		crashes++
-		select {
-		case <-dones[i]:
-		case <-time.After(p.crashAt.Sub(time.Now())):
-		}
-	}
+	})
+	crashes := await(procs, dones)
 	// Let every request still on its way land: a leg takes at most two leases.
 	time.Sleep(4*sc.maxLease() + time.Second)
 	// Every party has stopped waiting: the idle spans of the run are all known.
@@ -112,14 +97,7 @@ func Run(sc Scenario, opts ...Option) *Result {
 	res := &Result{Scenario: sc}
 	w.finalAcquire(res, crashes)
 
-	w.mu.Lock()
-	w.ended = true
-	w.mu.Unlock()
-	close(w.over)
-	w.cancel()
-	for _, d := range dones {
-		<-d
-	}
+	w.end(dones)
 	// Goroutines the mutex leaves running on their own (a renewal in flight at release, the
 	// background cleanup of dead break locks) are bounded by the lease and the release
 	// timeout: let them end inside the bubble.

@@ -266,3 +266,49 @@ func (w *World) isOver() bool {
 func (w *World) traceLocked(format string, args ...any) {
 	w.trace(&Process{name: "check"}, format, args...)
 }
+
+// launch runs part(i) for each process in a goroutine of its own, after startAt(i); the
+// channels close as the parts return.
+func (w *World) launch(procs []*Process, startAt func(i int) time.Duration, part func(i int)) []chan struct{} {
+	dones := make([]chan struct{}, len(procs))
+	for i := range procs {
+		dones[i] = make(chan struct{})
+		go func() {
+			defer close(dones[i])
+			time.Sleep(startAt(i))
+			part(i)
+		}()
+	}
+	return dones
+}
+
+// await waits until every process has finished its part, or reached its crash time (a
+// crashed process's goroutine may stay blocked until the world ends), and returns how many
+// processes crash.
+func await(procs []*Process, dones []chan struct{}) (crashes int) {
+	for i, p := range procs {
+		if p.crashAt.IsZero() {
+			<-dones[i]
+			continue
+		}
+		crashes++
+		select {
+		case <-dones[i]:
+		case <-time.After(p.crashAt.Sub(time.Now())):
+		}
+	}
+	return crashes
+}
+
+// end stops the world (calls still on their way are dropped, every process's context is
+// canceled) and waits for every process's goroutine to return.
+func (w *World) end(dones []chan struct{}) {
+	w.mu.Lock()
+	w.ended = true
+	w.mu.Unlock()
+	close(w.over)
+	w.cancel()
+	for _, d := range dones {
+		<-d
+	}
+}
